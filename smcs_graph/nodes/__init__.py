@@ -1,0 +1,1 @@
+"""One module per graph node. Each is thin: read state and config, call core and services."""

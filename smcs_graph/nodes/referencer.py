@@ -1,0 +1,80 @@
+"""`referencer`: one selected pool model answers the conversation (one `Send` per model)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from smcs_graph._input import message_text
+from smcs_graph.nodes._common import (
+    CallOutcome,
+    Services,
+    acall_model,
+    call_model,
+    child_config,
+    dual_node,
+    progress,
+    run_config,
+)
+from smcs_graph.state import Reference, ReferencerTask
+
+STAGE = "referencer"
+
+
+def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
+    update: dict[str, Any] = {"calls": [outcome.record]}
+    text = message_text(outcome.message).strip() if outcome.message is not None else ""
+    if outcome.failure is None and not text:
+        outcome = CallOutcome(
+            outcome.message,
+            {**outcome.record, "ok": False, "error": "empty answer"},
+            {
+                "stage": STAGE,
+                "model": task["model"],
+                "index": task["rank"],
+                "error": "EmptyAnswer: the model returned no text",
+            },
+        )
+        update["calls"] = [outcome.record]
+    if outcome.failure is not None:
+        update["failures"] = [outcome.failure]
+        progress(
+            {"stage": STAGE, "model": task["model"], "ok": False, "error": outcome.failure["error"]}
+        )
+    else:
+        update["references"] = [Reference(model=task["model"], rank=task["rank"], text=text)]
+        progress({"stage": STAGE, "model": task["model"], "ok": True})
+    return update
+
+
+def make_referencer(services: Services) -> Any:
+    def referencer(task: ReferencerTask, config: RunnableConfig) -> dict[str, Any]:
+        settings = run_config(services)
+        member = services.pool[task["model"]]
+        outcome = call_model(
+            STAGE,
+            member,
+            task["rank"],
+            task["messages"],
+            member.call_kwargs(settings, seed_offset=task["rank"]),
+            settings.referencer_timeout_s,
+            child_config(config, STAGE, member.name),
+        )
+        return _update(task, outcome)
+
+    async def areferencer(task: ReferencerTask, config: RunnableConfig) -> dict[str, Any]:
+        settings = run_config(services)
+        member = services.pool[task["model"]]
+        outcome = await acall_model(
+            STAGE,
+            member,
+            task["rank"],
+            task["messages"],
+            member.call_kwargs(settings, seed_offset=task["rank"]),
+            settings.referencer_timeout_s,
+            child_config(config, STAGE, member.name),
+        )
+        return _update(task, outcome)
+
+    return dual_node(referencer, areferencer, "referencer")

@@ -1,0 +1,121 @@
+"""`select_priors`: Retrieval-based Prior Selection (embed, support set, priors, top-K)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+from langgraph.types import Overwrite, Send
+
+from smcs_graph import core
+from smcs_graph._input import conversation, retrieval_query
+from smcs_graph.errors import ConfigError
+from smcs_graph.nodes._common import Services, dual_node, progress, run_config
+from smcs_graph.state import ReferencerTask, Selection, SMCSState, SupportExample
+
+SUPPORT_EXAMPLES = 5
+"""Support questions kept in the trace, to show why the models were picked."""
+
+
+def _select(services: Services, state: SMCSState) -> dict[str, Any]:
+    started = time.time()
+    config = run_config(services)
+    messages = conversation(state)
+    question = retrieval_query(messages)
+    pool_names = services.pool.names
+    notes: list[str] = []
+
+    query = services.embedder.embed([question])[0]
+    support = services.bank.support(
+        query,
+        pool_names,
+        n_sup_base=config.n_sup_base,
+        gamma=config.gamma,
+        rule=config.support_rule,
+    )
+    priors = core.prior_scores(
+        support.similarities, support.capability, support.measured, weighted=config.weighted_prior
+    )
+    unmeasured = [m for m, row in zip(pool_names, support.measured, strict=True) if not row.any()]
+    if support.bank_size == 0:
+        notes.append("the question bank is empty: every prior is 0 and pool order decides")
+    elif unmeasured:
+        notes.append(
+            "no bank results on this support set for: "
+            + ", ".join(unmeasured)
+            + " (prior 0; profile them to give them evidence)"
+        )
+
+    k_used = min(config.k, len(pool_names))
+    if k_used < config.k:
+        notes.append(f"k={config.k} capped at the pool size ({len(pool_names)})")
+    chosen = core.select_top_k(priors, k_used)
+    referencers = [pool_names[i] for i in chosen]
+
+    if config.aggregator is not None:
+        if config.aggregator not in services.pool:
+            raise ConfigError(
+                f"aggregator {config.aggregator!r} is not in the pool; choose one of "
+                f"{', '.join(pool_names)} or leave it unset to use the top-prior model"
+            )
+        aggregator = config.aggregator
+    else:
+        aggregator = referencers[0]
+        notes.append(f"aggregator {aggregator!r}: highest prior on the support set")
+
+    examples = [
+        SupportExample(
+            id=support.question_ids[i],
+            question=support.questions[i],
+            family=support.families[i],
+            similarity=round(float(support.similarities[i]), 4),
+        )
+        for i in range(min(SUPPORT_EXAMPLES, len(support.question_ids)))
+    ]
+    selection = Selection(
+        question=question,
+        bank_size=support.bank_size,
+        support_size=len(support.question_ids),
+        threshold=float(support.threshold) if np.isfinite(support.threshold) else 0.0,
+        priors={name: round(float(v), 6) for name, v in zip(pool_names, priors, strict=True)},
+        referencers=referencers,
+        aggregator=aggregator,
+        k_requested=config.k,
+        k_used=k_used,
+        support_examples=examples,
+        notes=notes,
+    )
+    progress({"stage": "select_priors", "referencers": referencers, "aggregator": aggregator})
+    return {
+        "messages": messages if not state.get("messages") else [],
+        "selection": selection,
+        "started_at": started,
+        # A new run on a checkpointed thread must not inherit the last run's branch results.
+        "references": Overwrite([]),
+        "candidates": Overwrite([]),
+        "calls": Overwrite([]),
+        "failures": Overwrite([]),
+        "subsets": [],
+    }
+
+
+def make_select_priors(services: Services) -> Any:
+    def select_priors(state: SMCSState) -> dict[str, Any]:
+        return _select(services, state)
+
+    async def aselect_priors(state: SMCSState) -> dict[str, Any]:
+        # Embedding and Chroma block: keep them off the event loop (LangGraph dev server).
+        return await asyncio.to_thread(_select, services, state)
+
+    return dual_node(select_priors, aselect_priors, "select_priors")
+
+
+def send_referencers(state: SMCSState) -> list[Send]:
+    """Fan out: one `Send` per selected referencer, all answered in parallel."""
+    messages = conversation(state)
+    return [
+        Send("referencer", ReferencerTask(model=name, rank=rank, messages=messages))
+        for rank, name in enumerate(state["selection"]["referencers"])
+    ]

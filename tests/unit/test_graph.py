@@ -1,0 +1,335 @@
+"""The SMCS graph on scripted models: selection, fan-outs, scoring, trace, faults."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from smcs_graph import (
+    InvalidQuestionError,
+    PerplexityUnavailableWarning,
+    Pool,
+    QuestionBank,
+    SMCSConfig,
+    SMCSError,
+    build_graph,
+)
+from smcs_graph.embedder import HashingEmbedder
+from smcs_graph.testing import FakeChatModel
+from tests.unit.conftest import make_pool
+
+FAST = SMCSConfig(k=3, n_aggregations=4, n_sup_base=4, seed=7)
+RUN = {"max_concurrency": 32}
+
+
+def compile_graph(pool: Pool, bank: QuestionBank, embedder: HashingEmbedder, **changes: Any):
+    return build_graph(pool, bank, embedder, FAST.replace(**changes)).compile()
+
+
+def test_graph_has_the_five_nodes_and_draws_both_fan_outs(pool, bank, embedder) -> None:
+    drawn = build_graph(pool, bank, embedder).compile().get_graph()
+    assert set(drawn.nodes) == {
+        "__start__",
+        "select_priors",
+        "referencer",
+        "drop_subsets",
+        "aggregate",
+        "score",
+        "__end__",
+    }
+    edges = {(e.source, e.target, e.conditional) for e in drawn.edges}
+    assert ("select_priors", "referencer", True) in edges
+    assert ("drop_subsets", "aggregate", True) in edges
+    mermaid = drawn.draw_mermaid(with_styles=False)
+    assert "select_priors -.-> referencer;" in mermaid
+    assert "drop_subsets -.-> aggregate;" in mermaid
+
+
+def test_math_question_selects_the_math_model_and_the_trace_is_complete(
+    pool, bank, embedder, fakes
+) -> None:
+    out = compile_graph(pool, bank, embedder).invoke(
+        {"messages": [HumanMessage("What is 12 plus 30 added together?")]}, RUN
+    )
+    trace = out["trace"]
+    assert trace["referencers"][0] == "mathy"
+    assert trace["aggregator"] == "mathy"
+    assert trace["priors"]["mathy"] > trace["priors"]["histo"] >= trace["priors"]["weak"] == 0
+    assert trace["support_size"] >= 4 and trace["bank_size"] == 12
+    assert len(trace["support_examples"]) == min(5, trace["support_size"])
+    assert {r["model"] for r in trace["references"]} == {"mathy", "histo", "weak"}
+    assert len(trace["subsets"]) == 4 and all(len(s) == 2 for s in trace["subsets"])
+    assert all(len(set(s)) == 2 for s in trace["subsets"])
+    assert len(trace["candidates"]) == 4
+    assert trace["perplexity_available"] is True
+    for cand in trace["candidates"]:
+        # every aggregation says the same words, so perplexity is exp(0.5) and similarity 1
+        assert cand["perplexity"] == pytest.approx(math.exp(0.5))
+        assert cand["total"] == pytest.approx(cand["similarity"] + 1 - math.exp(0.5))
+    assert sum(c["chosen"] for c in trace["candidates"]) == 1
+    stages = [c["stage"] for c in trace["calls"]]
+    assert stages.count("referencer") == 3 and stages.count("aggregate") == 4
+    assert all(c["total_tokens"] > 0 for c in trace["calls"])
+    assert trace["usage"]["total_tokens"] == sum(c["total_tokens"] for c in trace["calls"])
+    assert out["answer"] == "The answer is 42."
+    final = out["messages"][-1]
+    assert isinstance(final, AIMessage) and final.content == "The answer is 42."
+    assert (
+        final.response_metadata["smcs_trace"] is trace
+        or final.response_metadata["smcs_trace"] == trace
+    )
+    assert final.usage_metadata == trace["usage"]
+
+
+def test_history_question_selects_the_history_model(pool, bank, embedder) -> None:
+    out = compile_graph(pool, bank, embedder, k=1, aggregator="histo").invoke(
+        {"question": "In which year did the French Revolution begin, roughly?"}, RUN
+    )
+    assert out["trace"]["referencers"] == ["histo"]
+    assert out["answer"] == "It began in 1789."
+    # a `question` input is recorded as the user turn of the conversation
+    assert isinstance(out["messages"][0], HumanMessage)
+
+
+def test_k_is_capped_at_the_pool_size_with_a_note(pool, bank, embedder) -> None:
+    out = compile_graph(pool, bank, embedder, k=7).invoke({"question": "What is 9 times 6?"}, RUN)
+    assert out["trace"]["k_used"] == 3 and out["trace"]["k_requested"] == 7
+    assert any("capped at the pool size" in note for note in out["trace"]["notes"])
+
+
+def test_context_overrides_the_default_config_also_as_a_mapping(pool, bank, embedder) -> None:
+    graph = compile_graph(pool, bank, embedder)
+    out = graph.invoke({"question": "What is 9 times 6?"}, RUN, context=FAST.replace(k=2))
+    assert len(out["trace"]["referencers"]) == 2
+    out = graph.invoke({"question": "What is 9 times 6?"}, RUN, context={"k": 1, "seed": 1})
+    assert len(out["trace"]["referencers"]) == 1
+
+
+def test_aggregator_sees_numbered_candidates_and_the_conversation(pool, bank, embedder, fakes):
+    history: list[BaseMessage] = [
+        SystemMessage("Be brief."),
+        HumanMessage("Tell me about Rome."),
+        AIMessage("Rome is in Italy."),
+        HumanMessage("Who was the first emperor of Rome?"),
+    ]
+    out = compile_graph(pool, bank, embedder, aggregator="weak").invoke({"messages": history}, RUN)
+    assert out["trace"]["question"] == "Who was the first emperor of Rome?"
+    referencer_call = fakes["histo"].calls[0]["messages"]
+    assert [m.content for m in referencer_call] == [m.content for m in history]
+    agg_messages = fakes["weak"].calls[-1]["messages"]
+    assert isinstance(agg_messages[0], SystemMessage)
+    assert agg_messages[0].content.startswith("Be brief.")  # merged, one system message
+    assert "Candidate 1:" in agg_messages[0].content
+    assert "Candidate 2:" in agg_messages[0].content
+    assert [m.content for m in agg_messages[1:]] == [m.content for m in history[1:]]
+    assert fakes["weak"].calls[-1]["kwargs"]["logprobs"] is True
+
+
+def test_seed_makes_subsets_reproducible(pool, bank, embedder) -> None:
+    graph = compile_graph(pool, bank, embedder, n_aggregations=6)
+    first = graph.invoke({"question": "What is 9 times 6?"}, RUN)["trace"]["subsets"]
+    second = graph.invoke({"question": "What is 9 times 6?"}, RUN)["trace"]["subsets"]
+    assert first == second
+
+
+def test_hybrid_score_picks_the_consensus_with_low_perplexity(bank, embedder) -> None:
+    def aggregator(messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
+        system = str(messages[0].content)
+        if "Candidate 1:" not in system:  # answering as a referencer
+            return AIMessage("The answer is 42.")
+        # the subset that left out the math model produces an outlier with high perplexity
+        if "The answer is 42." not in system:
+            return AIMessage(
+                "Totally different words here",
+                response_metadata={"logprobs": {"content": [{"token": "x", "logprob": -3.0}]}},
+            )
+        return AIMessage("The answer is 42.")
+
+    fakes = {
+        "mathy": FakeChatModel(respond=aggregator),
+        "histo": FakeChatModel(responses=["It began in 1789."]),
+        "weak": FakeChatModel(responses=["I do not know."]),
+    }
+    graph = compile_graph(make_pool(**fakes), bank, embedder, n_aggregations=8, seed=3)
+    out = graph.invoke({"question": "What is 12 plus 30?"}, RUN)
+    trace = out["trace"]
+    totals = [c["total"] for c in trace["candidates"]]
+    chosen = next(c for c in trace["candidates"] if c["chosen"])
+    assert chosen["total"] == max(totals)
+    assert out["answer"] == "The answer is 42."
+    outliers = [c for c in trace["candidates"] if c["text"].startswith("Totally")]
+    for c in outliers:
+        assert c["perplexity"] == pytest.approx(math.exp(3.0))
+
+
+def test_failing_referencer_is_left_out_and_named(bank, embedder) -> None:
+    fakes = {
+        "mathy": FakeChatModel(responses=["The answer is 42."]),
+        "histo": FakeChatModel(error=ConnectionError("connection refused")),
+        "weak": FakeChatModel(responses=["I do not know."]),
+    }
+    out = compile_graph(make_pool(**fakes), bank, embedder).invoke(
+        {"question": "What is 12 plus 30?"}, RUN
+    )
+    trace = out["trace"]
+    assert [f["model"] for f in trace["failures"]] == ["histo"]
+    assert "ConnectionError: connection refused" in trace["failures"][0]["error"]
+    assert all("histo" not in s for s in trace["subsets"])
+    assert all(len(s) == 1 for s in trace["subsets"])  # two answered, one dropped per subset
+
+
+def test_quorum_not_met_raises_naming_each_failure(bank, embedder) -> None:
+    fakes = {
+        "mathy": FakeChatModel(error=ConnectionError("refused")),
+        "histo": FakeChatModel(error=ValueError("bad gateway")),
+        "weak": FakeChatModel(responses=["I do not know."]),
+    }
+    graph = compile_graph(make_pool(**fakes), bank, embedder, min_referencers=2)
+    with pytest.raises(SMCSError) as err:
+        graph.invoke({"question": "What is 12 plus 30?"}, RUN)
+    assert "mathy" in str(err.value) and "histo" in str(err.value)
+    assert "quorum" in str(err.value)
+
+
+def test_referencer_timeout_sync_and_async(bank, embedder) -> None:
+    fakes = {
+        "mathy": FakeChatModel(responses=["The answer is 42."]),
+        "histo": FakeChatModel(responses=["late"], latency_s=3.0),
+        "weak": FakeChatModel(responses=["I do not know."]),
+    }
+    graph = compile_graph(make_pool(**fakes), bank, embedder, referencer_timeout_s=0.2)
+    out = graph.invoke({"question": "What is 12 plus 30?"}, RUN)
+    assert [f["model"] for f in out["trace"]["failures"]] == ["histo"]
+    assert "Timeout" in out["trace"]["failures"][0]["error"]
+
+
+async def test_referencer_timeout_async(bank, embedder) -> None:
+    fakes = {
+        "mathy": FakeChatModel(responses=["The answer is 42."]),
+        "histo": FakeChatModel(responses=["late"], latency_s=3.0),
+        "weak": FakeChatModel(responses=["I do not know."]),
+    }
+    graph = compile_graph(make_pool(**fakes), bank, embedder, referencer_timeout_s=0.2)
+    out = await graph.ainvoke({"question": "What is 12 plus 30?"})
+    assert [f["model"] for f in out["trace"]["failures"]] == ["histo"]
+
+
+def test_failed_aggregations_are_left_out_and_all_failed_raises(bank, embedder) -> None:
+    state = {"n": 0}
+
+    def flaky(messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
+        if "Candidate" in str(messages[0].content) and kwargs.get("seed", 0) % 2:
+            raise RuntimeError("aggregator hiccup")
+        state["n"] += 1
+        return "The answer is 42."
+
+    fakes = {
+        "mathy": FakeChatModel(respond=flaky),
+        "histo": FakeChatModel(responses=["It began in 1789."]),
+        "weak": FakeChatModel(responses=["I do not know."]),
+    }
+    out = compile_graph(make_pool(**fakes), bank, embedder).invoke(
+        {"question": "What is 12 plus 30?"}, RUN
+    )
+    agg_failures = [f for f in out["trace"]["failures"] if f["stage"] == "aggregate"]
+    assert len(agg_failures) == 2 and len(out["trace"]["candidates"]) == 2
+
+    broken = {**fakes, "weak": FakeChatModel(error=TimeoutError("slow"))}
+    graph = compile_graph(make_pool(**broken), bank, embedder, aggregator="weak")
+    with pytest.raises(SMCSError, match="every aggregation failed"):
+        graph.invoke({"question": "What is 12 plus 30?"}, RUN)
+
+
+def test_aggregator_without_logprobs_scores_by_similarity_with_flag(bank, embedder) -> None:
+    fakes = {
+        "mathy": FakeChatModel(responses=["The answer is 42."], logprobs=False),
+        "histo": FakeChatModel(responses=["It began in 1789."]),
+        "weak": FakeChatModel(responses=["I do not know."]),
+    }
+    graph = compile_graph(make_pool(**fakes), bank, embedder)
+    with pytest.warns(PerplexityUnavailableWarning, match="no token logprobs"):
+        out = graph.invoke({"question": "What is 12 plus 30?"}, RUN)
+    trace = out["trace"]
+    assert trace["perplexity_available"] is False and trace["warnings"]
+    assert all(c["perplexity"] is None for c in trace["candidates"])
+    assert all(c["total"] == c["similarity"] for c in trace["candidates"])
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"question": ""},
+        {"question": "   \n"},
+        {"question": 42},
+        {"messages": [HumanMessage(content=[{"type": "image_url", "image_url": {"url": "x"}}])]},
+        {"messages": [AIMessage("only an assistant turn")]},
+        {},
+    ],
+)
+def test_bad_input_fails_before_any_model_call(payload, pool, bank, embedder, fakes) -> None:
+    with pytest.raises(InvalidQuestionError):
+        compile_graph(pool, bank, embedder).invoke(payload, RUN)
+    assert all(not f.calls for f in fakes.values())
+
+
+def test_checkpointed_thread_keeps_turns_apart(pool, bank, embedder) -> None:
+    graph = build_graph(pool, bank, embedder, FAST).compile(checkpointer=InMemorySaver())
+    cfg = {"configurable": {"thread_id": "t1"}, **RUN}
+    graph.invoke({"messages": [HumanMessage("What is 12 plus 30?")]}, cfg)
+    out = graph.invoke({"messages": [HumanMessage("Who was the first emperor of Rome?")]}, cfg)
+    state = graph.get_state(cfg).values
+    assert len(state["references"]) == 3 and len(state["candidates"]) == 4
+    assert len(state["calls"]) == 7
+    assert len(out["messages"]) == 4  # two user turns, two answers
+    assert out["trace"]["question"] == "Who was the first emperor of Rome?"
+
+
+def test_streaming_shows_every_stage(pool, bank, embedder) -> None:
+    graph = compile_graph(pool, bank, embedder)
+    nodes: list[str] = []
+    events: list[dict[str, Any]] = []
+    for mode, chunk in graph.stream(
+        {"question": "What is 12 plus 30?"}, RUN, stream_mode=["updates", "custom"]
+    ):
+        if mode == "updates":
+            nodes.extend(chunk)
+        else:
+            events.append(chunk)
+    assert nodes.count("referencer") == 3 and nodes.count("aggregate") == 4
+    assert {"select_priors", "drop_subsets", "score"} <= set(nodes)
+    assert [e["stage"] for e in events].count("referencer") == 3
+    assert events[-1]["stage"] == "score"
+
+
+async def test_async_run_matches_sync(pool, bank, embedder) -> None:
+    graph = compile_graph(pool, bank, embedder)
+    out = await graph.ainvoke({"question": "What is 12 plus 30?"})
+    assert out["answer"] == "The answer is 42."
+    assert len(out["trace"]["candidates"]) == 4
+
+
+def test_parallel_branches_run_concurrently(bank, embedder) -> None:
+    import threading
+
+    lock = threading.Lock()
+    active = {"now": 0, "peak": 0}
+
+    def slow(messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
+        with lock:
+            active["now"] += 1
+            active["peak"] = max(active["peak"], active["now"])
+        time.sleep(0.2)
+        with lock:
+            active["now"] -= 1
+        return "The answer is 42."
+
+    fakes = {name: FakeChatModel(respond=slow) for name in ("mathy", "histo", "weak")}
+    graph = compile_graph(make_pool(**fakes), bank, embedder, n_aggregations=6)
+    graph.invoke({"question": "What is 12 plus 30?"}, RUN)
+    # the 6 aggregations (all on one aggregator) overlap: all were in flight at once
+    assert active["peak"] == 6
