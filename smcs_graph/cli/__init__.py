@@ -19,9 +19,12 @@ Register = Callable[[argparse._SubParsersAction], None]
 
 
 def _registrars() -> list[Register]:
-    from smcs_graph.cli import ask
+    """Every public module of this package is a subcommand with a `register(commands)`."""
+    import importlib
+    import pkgutil
 
-    return [ask.register]
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    return [importlib.import_module(f"{__name__}.{name}").register for name in names]
 
 
 def build_parser() -> argparse.ArgumentParser:
