@@ -321,3 +321,35 @@ def test_bank_on_a_chroma_server(chroma_server: tuple[str, int]) -> None:
         QuestionBank.connect(
             host, port, VectorEmbedder(emb.vectors, id="other"), name="server_bank"
         )
+
+
+def test_graph_prior_selection_through_a_chroma_server(chroma_server: tuple[str, int]) -> None:
+    """The team setup: the bank lives on a `chroma run` server, configured by host and port;
+    the SMCS graph's select_priors retrieves through HttpClient with the real MiniLM."""
+    from smcs_graph import Pool, SMCSConfig, build_graph
+    from smcs_graph.embedder import default_embedder
+    from smcs_graph.testing import FakeChatModel
+
+    host, port = chroma_server
+    settings = {"host": host, "port": port, "name": "graph_bank"}
+    writer = QuestionBank.from_settings(settings, default_embedder())
+    math_q = ["What is 7 times 8?", "Compute 12 plus 30.", "What is 81 divided by 9?"]
+    geo_q = ["What is the capital of Peru?", "Which river flows through Cairo?"]
+    writer.add_questions(
+        [BankQuestion(id=f"m{i}", question=q, family="math") for i, q in enumerate(math_q)]
+        + [BankQuestion(id=f"g{i}", question=q, family="geo") for i, q in enumerate(geo_q)]
+    )
+    writer.record_results("calc", {"m0": True, "m1": True, "m2": True, "g0": False, "g1": False})
+    writer.record_results("atlas", {"m0": False, "m1": False, "m2": False, "g0": True, "g1": True})
+
+    bank = QuestionBank.from_settings(settings, default_embedder())
+    pool = Pool.from_chat_models(
+        {"atlas": FakeChatModel(responses=["Lima"]), "calc": FakeChatModel(responses=["56"])}
+    )
+    config = SMCSConfig(k=2, n_aggregations=2, n_sup_base=3, seed=0)
+    graph = build_graph(pool, bank, bank.embedder, config).compile()
+    trace = graph.invoke({"question": "What is 9 times 6?"}, {"max_concurrency": 8})["trace"]
+    assert trace["bank_size"] == 5 and trace["support_size"] >= 3
+    assert trace["referencers"][0] == "calc" and trace["aggregator"] == "calc"
+    assert trace["priors"]["calc"] > trace["priors"]["atlas"]
+    assert all(example["id"].startswith("m") for example in trace["support_examples"][:3])

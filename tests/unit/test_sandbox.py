@@ -1,0 +1,176 @@
+"""The sandbox against hostile programs: each is contained, fails, and leaves the host unharmed."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from smcs_graph.sandbox import OUTPUT_LIMIT_CHARS, run_python
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose command line contains `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path("/proc", entry, "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A TCP listener on 127.0.0.1 that the test owns."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)
+    yield server
+    server.close()
+
+
+def test_a_correct_program_passes_and_its_output_comes_back() -> None:
+    result = run_python("import sys\nprint('hello')\nprint('oops', file=sys.stderr)")
+    assert result.passed and result.returncode == 0
+    assert result.stdout == "hello\n"
+    assert "oops" in result.stderr
+    assert not result.timed_out and result.killed_by is None
+
+
+def test_a_failing_program_fails_with_its_exit_status() -> None:
+    result = run_python("raise SystemExit(3)")
+    assert not result.passed
+    assert result.returncode == 3
+
+
+def test_infinite_loop_is_stopped_at_its_limit() -> None:
+    result = run_python("while True:\n    pass", timeout_s=1.5, cpu_s=1)
+    assert not result.passed
+    assert result.timed_out or result.killed_by == "cpu"
+
+
+def test_sleeping_program_is_killed_at_the_wall_clock_limit() -> None:
+    result = run_python("import time\ntime.sleep(60)", timeout_s=1)
+    assert not result.passed
+    assert result.timed_out and result.killed_by == "wall_clock"
+
+
+def test_fork_bomb_is_contained_and_leaves_no_process_behind() -> None:
+    marker = f"9{uuid.uuid4().int % 10**9}.5"  # a unique argument to `sleep`
+    program = f"""
+import os
+while True:
+    try:
+        if os.fork() == 0:
+            os.setsid()  # try to escape the process group, too
+            os.execv("/bin/sleep", ["sleep", "{marker}"])
+    except OSError:
+        pass
+"""
+    result = run_python(program, timeout_s=2, cpu_s=2, max_processes=8)
+    assert not result.passed
+    assert _processes_with(marker) == []
+
+
+def test_memory_bomb_is_stopped_by_the_memory_limit() -> None:
+    program = "blocks = []\nwhile True:\n    blocks.append(bytearray(16 * 1024 * 1024))"
+    result = run_python(program, timeout_s=10, memory_mb=128)
+    assert not result.passed
+    assert result.killed_by == "memory"
+
+
+def test_writing_outside_the_working_directory_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    in_tmp = Path("/tmp") / f"smcs-sandbox-escape-{uuid.uuid4().hex}"
+    program = f"""
+import os
+print(os.getcwd())
+open("inside.txt", "w").write("allowed")  # its own directory works
+for path in ({str(outside)!r}, {str(in_tmp)!r}):
+    with open(path, "w") as handle:
+        handle.write("escaped")
+"""
+    result = run_python(program)
+    assert not result.passed
+    assert "Error" in result.stderr
+    assert not outside.exists()
+    assert not in_tmp.exists()
+    workdir = Path(result.stdout.splitlines()[0])
+    assert not workdir.exists(), "the working directory is removed after the run"
+
+
+def test_big_files_are_stopped_by_the_file_size_limit() -> None:
+    result = run_python("open('big', 'wb').write(b'x' * 4 * 1024 * 1024)", max_file_mb=1)
+    assert not result.passed
+    assert result.killed_by == "file_size"
+
+
+def test_secrets_in_the_environment_do_not_reach_the_program(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = f"sk-test-{uuid.uuid4().hex}"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    monkeypatch.setenv("SMCS_TEST_TOKEN", secret)
+    program = f"""
+import os
+print(sorted(os.environ))
+print(os.environ.get("OPENAI_API_KEY"))
+for pid in ("self", "{os.getpid()}", str(os.getppid())):
+    try:
+        print(open(f"/proc/{{pid}}/environ", "rb").read())
+    except OSError as exc:
+        print("refused", exc)
+raise SystemExit(0 if "OPENAI_API_KEY" not in os.environ else 1)
+"""
+    result = run_python(program)
+    assert secret not in result.stdout and secret not in result.stderr
+    assert "OPENAI_API_KEY" not in result.stdout.splitlines()[0]
+    assert result.passed  # the program ran, it just found nothing
+
+
+def test_network_is_unreachable_even_on_loopback(listener: socket.socket) -> None:
+    port = listener.getsockname()[1]
+    program = f"""
+import socket
+connection = socket.create_connection(("127.0.0.1", {port}), timeout=2)
+connection.sendall(b"leak")
+print("connected")
+"""
+    result = run_python(program, timeout_s=5)
+    assert not result.passed
+    assert "connected" not in result.stdout
+    with pytest.raises(BlockingIOError):
+        listener.accept()  # nobody knocked
+    assert {"namespaces", "landlock-net", "socket-audit-hook"} & set(result.isolation)
+
+
+def test_output_is_truncated() -> None:
+    result = run_python("print('x' * 1_000_000)")
+    assert result.passed
+    assert len(result.stdout) < OUTPUT_LIMIT_CHARS + 100
+    assert result.stdout.endswith("[... output truncated]")
+
+
+def test_runs_from_worker_threads_do_not_interfere() -> None:
+    programs = [f"print({n} * {n})" for n in range(6)]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(run_python, programs))
+    assert [r.stdout.strip() for r in results] == [str(n * n) for n in range(6)]
+
+
+def test_bad_limits_are_rejected() -> None:
+    with pytest.raises(ValueError, match="must be positive"):
+        run_python("pass", timeout_s=0)
