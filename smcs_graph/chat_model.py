@@ -21,13 +21,14 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.graph.state import CompiledStateGraph
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from smcs_graph._input import retrieval_query
 from smcs_graph.bank import QuestionBank
@@ -58,9 +59,41 @@ class SMCSChatModel(BaseChatModel):
 
     _graph: CompiledStateGraph[Any, Any, Any, Any] | None = PrivateAttr(default=None)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lift_config_fields(cls, values: Any) -> Any:
+        """`SMCSChatModel(pool=..., bank=..., temperature=0, max_tokens=100)`: SMCSConfig fields
+        given as constructor keywords (as LangChain's standard parameters are) go into `config`."""
+        if not isinstance(values, dict):
+            return values
+        lifted = {k: values[k] for k in values if k in _CONFIG_FIELDS}
+        if not lifted:
+            return values
+        rest = {k: v for k, v in values.items() if k not in lifted}
+        base = rest.get("config")
+        if isinstance(base, SMCSConfig):
+            rest["config"] = base.replace(**lifted)
+        else:
+            rest["config"] = SMCSConfig.from_mapping({**(base or {}), **lifted})
+        return rest
+
     @property
     def _llm_type(self) -> str:
         return "smcs"
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        """Tracing parameters: provider "smcs"; temperature and max tokens of the run."""
+        model = kwargs.get("model")
+        params = LangSmithParams(
+            ls_provider="smcs",
+            ls_model_name=model if isinstance(model, str) else "smcs",
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.config.temperature),
+            ls_max_tokens=kwargs.get("max_tokens", self.config.max_tokens),
+        )
+        if stop:
+            params["ls_stop"] = stop
+        return params
 
     @property
     def _identifying_params(self) -> dict[str, Any]:

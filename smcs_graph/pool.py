@@ -1,8 +1,9 @@
 """The pool: named chat models, their prices, logprob support and per-endpoint concurrency.
 
 A pool is built from a config file (YAML or JSON) of OpenAI-compatible endpoints (vLLM,
-llama.cpp's server, hosted APIs) through `langchain-openai`, or from any LangChain chat models
-given directly. See `examples/pool.yaml` for the file format.
+llama.cpp's server, hosted APIs) through `langchain-openai`, of any LangChain chat model class
+named by import path (`class: "langchain_anthropic:ChatAnthropic"` with `kwargs: {...}`), or from
+chat models given directly. See `examples/pool.yaml` for the file format.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ _MODEL_KEYS = {
     "cost",
     "extra_body",
     "local",
+    "class",
+    "kwargs",
+    "sampling_kwargs",
 }
 _COST_KEYS = {"input_per_mtok", "output_per_mtok"}
 
@@ -211,10 +215,12 @@ def _model_from_entry(entry: Any, index: int, source: str) -> PoolModel:
     if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
         raise ConfigError(f"{where}: timeout_s must be a positive number of seconds")
 
-    if entry.get("local"):
+    if "class" in entry:
+        chat_model: BaseChatModel = _class_chat_model(entry, where)
+    elif entry.get("local"):
         from smcs_graph.local_models import local_chat_model
 
-        chat_model: BaseChatModel = local_chat_model(name)
+        chat_model = local_chat_model(name)
     else:
         base_url = entry.get("base_url")
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
@@ -230,7 +236,52 @@ def _model_from_entry(entry: Any, index: int, source: str) -> PoolModel:
         input_cost_per_mtok=float(cost.get("input_per_mtok", 0.0)),
         output_cost_per_mtok=float(cost.get("output_per_mtok", 0.0)),
         max_concurrency=entry.get("max_concurrency"),
+        sampling_kwargs=bool(entry.get("sampling_kwargs", True)),
     )
+
+
+# Keys that configure the built-in OpenAI-compatible client; a `class:` entry takes `kwargs`.
+_ENDPOINT_KEYS = ("base_url", "model", "api_key", "api_key_env", "extra_body", "timeout_s", "local")
+
+
+def _class_chat_model(entry: Mapping[str, Any], where: str) -> BaseChatModel:
+    """Any LangChain chat model by import path: `class: "package.module:ClassName"`."""
+    import importlib
+
+    spec = entry["class"]
+    clashing = [k for k in _ENDPOINT_KEYS if k in entry]
+    if clashing:
+        raise ConfigError(
+            f"{where}: 'class' builds the chat model from 'kwargs'; {clashing} apply to the "
+            "built-in OpenAI-compatible client only: move them into 'kwargs'"
+        )
+    module_name, sep, class_name = str(spec).partition(":")
+    if not isinstance(spec, str) or not sep or not module_name or not class_name:
+        raise ConfigError(
+            f"{where}: 'class' must be 'package.module:ClassName' "
+            f"(e.g. langchain_anthropic:ChatAnthropic), got {spec!r}"
+        )
+    kwargs = entry.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise ConfigError(f"{where}: 'kwargs' must be a mapping of constructor arguments")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"{where}: cannot import module {module_name!r} ({exc}); install the package that "
+            "provides it, or fix the 'class' path"
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type) or not issubclass(cls, BaseChatModel):
+        found = "nothing" if cls is None else repr(cls)
+        raise ConfigError(
+            f"{where}: {spec!r} must name a LangChain chat model class (a BaseChatModel "
+            f"subclass); found {found}"
+        )
+    try:
+        return cls(**dict(kwargs))
+    except Exception as exc:  # pydantic ValidationError, TypeError: whatever the class raises
+        raise ConfigError(f"{where}: {spec} rejected its kwargs: {exc}") from exc
 
 
 def _openai_chat_model(

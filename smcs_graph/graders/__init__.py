@@ -37,6 +37,7 @@ _BUILT_IN = {
     "numeric": "smcs_graph.graders.numeric:grade_numeric",
     "code": "smcs_graph.graders.code:grade_code",
     "instruction": "smcs_graph.graders.instruction:grade_instruction",
+    "reasoning_gym": "smcs_graph.graders.reasoning_gym:grade_reasoning_gym",
 }
 _registry: dict[str, Grader] = {}
 _lock = threading.Lock()

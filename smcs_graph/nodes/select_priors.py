@@ -4,19 +4,46 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from langgraph.types import Overwrite, Send
+from numpy.typing import NDArray
 
 from smcs_graph import core
 from smcs_graph._input import conversation, retrieval_query
+from smcs_graph.bank import QuestionBank, Support
+from smcs_graph.config import SMCSConfig
+from smcs_graph.embedder import Embedder
 from smcs_graph.errors import ConfigError
 from smcs_graph.nodes._common import Services, dual_node, progress, run_config
 from smcs_graph.state import ReferencerTask, Selection, SMCSState, SupportExample
 
 SUPPORT_EXAMPLES = 5
 """Support questions kept in the trace, to show why the models were picked."""
+
+
+def prior_selection(
+    question: str,
+    pool_names: Sequence[str],
+    bank: QuestionBank,
+    embedder: Embedder,
+    config: SMCSConfig,
+) -> tuple[Support, NDArray[np.float64]]:
+    """RPS steps 1-3: embed the question, find its support set, score every pool model."""
+    query = embedder.embed([question])[0]
+    support = bank.support(
+        query,
+        list(pool_names),
+        n_sup_base=config.n_sup_base,
+        gamma=config.gamma,
+        rule=config.support_rule,
+    )
+    priors = core.prior_scores(
+        support.similarities, support.capability, support.measured, weighted=config.weighted_prior
+    )
+    return support, priors
 
 
 def _select(services: Services, state: SMCSState) -> dict[str, Any]:
@@ -27,16 +54,8 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
     pool_names = services.pool.names
     notes: list[str] = []
 
-    query = services.embedder.embed([question])[0]
-    support = services.bank.support(
-        query,
-        pool_names,
-        n_sup_base=config.n_sup_base,
-        gamma=config.gamma,
-        rule=config.support_rule,
-    )
-    priors = core.prior_scores(
-        support.similarities, support.capability, support.measured, weighted=config.weighted_prior
+    support, priors = prior_selection(
+        question, pool_names, services.bank, services.embedder, config
     )
     unmeasured = [m for m, row in zip(pool_names, support.measured, strict=True) if not row.any()]
     if support.bank_size == 0:

@@ -52,9 +52,3 @@ def test_graph_invoke_example(env) -> None:
     out = run_example("graph_invoke.py", env)
     assert out.count("finished: referencer") == 2 and out.count("finished: aggregate") == 3
     assert "finished: score" in out and "answer:" in out
-
-
-def test_agent_example(env) -> None:
-    out = run_example("agent.py", env)
-    assert out.splitlines()[0].startswith("HumanMessage: 'What is 1234 times 5678?'")
-    assert "AIMessage:" in out
