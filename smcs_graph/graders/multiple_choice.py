@@ -8,8 +8,10 @@ from smcs_graph.graders import Verdict
 from smcs_graph.questions import LETTERS, QuestionRecord
 
 # "The answer is (C)", "answer: C", "Final answer: **C**", "the correct option is [c]" ...
+# A bare "option"/"choice" is not a commitment: "let's look at each option: (A) ..." lists them.
 _STATED = re.compile(
-    r"\b(?i:answer|option|choice)\b\s*(?i:is|would\s+be|should\s+be|=|:)?\s*:?\s*"
+    r"(?:\b(?i:answer)|\b(?i:correct|right|best|final)\s+(?i:option|choice))\b"
+    r"\s*(?i:is|would\s+be|should\s+be|=|:)?\s*:?\s*"
     r"(?i:option\s+|choice\s+)?[*_]*\s*"
     r"(?:\(\s*([A-Za-z])\s*\)|\[\s*([A-Za-z])\s*\]|([A-Z])(?![\w'’-]))"
 )

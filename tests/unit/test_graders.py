@@ -51,6 +51,9 @@ def test_letter_extraction(response: str, letter: str) -> None:
         "The answer is a bit tricky: I would say carbon dioxide.",
         "",
         "Options A and C both look plausible, I cannot decide.",
+        # a reply cut off while it walks through the options commits to none of them
+        "Let's analyze each option:\n\n(C) Carbon dioxide is",
+        "Option (C) is wrong because it is a gas",
     ],
 )
 def test_no_letter_is_never_guessed(response: str) -> None:
