@@ -19,6 +19,11 @@ Stage 2, Exploration-Exploitation Posterior Enhancement (EPE)
 Evaluation
             `pairwise_ranking_score`   eq. 8, how well priors rank correct over wrong models
 
+Beyond the paper (prior rule "shrunk", chosen by replay evaluation, smcs_graph.evaluation)
+            `global_accuracy`          each model's bank-wide accuracy g_m
+            `support_weights`          max(S, 0), or exp((S - max S) / T) with a temperature
+            `shrunk_prior_scores`      weighted local accuracy shrunk toward g_m
+
 Where the paper and the authors' released code differ, the paper is the default and the code's
 behaviour is behind an explicit switch (`rule="authors"`, `mode="authors"`,
 `include_self=True`).
@@ -35,8 +40,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "PriorRule",
     "Rule",
     "cosine_similarities",
+    "global_accuracy",
     "hybrid_scores",
     "mean_pairwise_similarity",
     "pairwise_ranking_score",
@@ -45,8 +52,10 @@ __all__ = [
     "prior_drop_subsets",
     "prior_scores",
     "select_top_k",
+    "shrunk_prior_scores",
     "support_set",
     "support_threshold",
+    "support_weights",
     "token_logprobs",
 ]
 
@@ -467,3 +476,97 @@ def pairwise_ranking_score(
     if pairs == 0:
         return math.nan
     return wins / pairs
+
+
+# --------------------------------------------------------------------------- selection rules
+# Beyond the paper: rules chosen by replay evaluation (smcs_graph.evaluation).
+
+PriorRule = Literal["paper", "shrunk"]
+"""How priors are formed: "paper" (eq. 4, `prior_scores`) or "shrunk" (`shrunk_prior_scores`)."""
+
+
+def global_accuracy(
+    capability: ArrayLike, measured: ArrayLike | None = None
+) -> NDArray[np.float64]:
+    """Each model's accuracy over its measured bank entries, (R,); 0.5 for a model with none.
+
+    The prior that `shrunk_prior_scores` shrinks toward; compute it once per bank version.
+    """
+    cap = np.asarray(capability, dtype=np.float64)
+    if cap.ndim != 2:
+        raise ValueError(f"capability must be 2-D (R, N), got shape {cap.shape}")
+    mask = np.ones(cap.shape, dtype=bool) if measured is None else np.asarray(measured, bool)
+    if mask.shape != cap.shape:
+        raise ValueError(f"measured has shape {mask.shape} but capability has shape {cap.shape}")
+    counts = mask.sum(axis=1)
+    correct = np.where(mask, cap, 0.0).sum(axis=1)
+    acc: NDArray[np.float64] = np.where(counts > 0, correct / np.maximum(counts, 1), 0.5)
+    return acc
+
+
+def shrunk_prior_scores(
+    similarities: ArrayLike,
+    capability: ArrayLike,
+    measured: ArrayLike | None,
+    prior_accuracy: ArrayLike,
+    strength: float,
+    *,
+    temperature: float | None = None,
+) -> NDArray[np.float64]:
+    """Empirical-Bayes priors: V[m] = (sum_i w_i C[m,i] + a * g_m) / (sum_i w_i M[m,i] + a).
+
+    The weighted accuracy of each model on the support set (measured entries M only), shrunk
+    toward its bank-wide accuracy g_m with strength a (a pseudo-count in units of weight).
+    Weights: temperature None gives w_i = max(S_i, 0); a temperature T gives
+    w_i = exp((S_i - max S) / T), so the nearest question weighs 1 and the others decay.
+    Unlike eq. 4, a model is not favoured for having more measured neighbours, and a thin
+    local record does not override a strong global one. a = 0 is the plain local accuracy (a
+    model without local evidence keeps g_m).
+    """
+    sims = _vector(similarities, "similarities")
+    _reject_nan(sims, "similarities")
+    g = _vector(prior_accuracy, "prior_accuracy")
+    if not math.isfinite(strength) or strength < 0.0:
+        raise ValueError(f"strength must be finite and >= 0, got {strength}")
+    if temperature is not None and not (math.isfinite(temperature) and temperature > 0.0):
+        raise ValueError(f"temperature must be finite and > 0 (or None), got {temperature}")
+    cap = np.asarray(capability, dtype=np.float64)
+    if cap.ndim != 2 or cap.shape[1] != sims.shape[0]:
+        raise ValueError(
+            f"capability must be (R, {sims.shape[0]}) (the support-set columns), got {cap.shape}"
+        )
+    if g.shape[0] != cap.shape[0]:
+        raise ValueError(f"prior_accuracy has {g.shape[0]} entries for {cap.shape[0]} models")
+    mask = np.ones(cap.shape, dtype=bool) if measured is None else np.asarray(measured, bool)
+    if mask.shape != cap.shape:
+        raise ValueError(f"measured has shape {mask.shape} but capability has shape {cap.shape}")
+    if not np.isfinite(cap[mask]).all():
+        raise ValueError("capability has a non-finite value in a measured entry")
+    weights = support_weights(sims, temperature)
+    correct = np.where(mask, cap, 0.0) @ weights
+    evidence = mask.astype(np.float64) @ weights
+    if strength == 0.0:
+        local: NDArray[np.float64] = np.divide(
+            correct, evidence, out=g.copy(), where=evidence > 0.0
+        )
+        return local
+    posterior: NDArray[np.float64] = (correct + strength * g) / (evidence + strength)
+    return posterior
+
+
+def support_weights(
+    similarities: ArrayLike, temperature: float | None = None
+) -> NDArray[np.float64]:
+    """Weights of support questions for `shrunk_prior_scores`: max(S, 0), or exp((S - max S) / T).
+
+    Works on one support set (n,) or on rows of many (Q, n), the maximum taken per row.
+    """
+    sims = np.asarray(similarities, dtype=np.float64)
+    if temperature is None:
+        linear: NDArray[np.float64] = np.maximum(sims, 0.0)
+        return linear
+    if sims.shape[-1] == 0:
+        return np.zeros(sims.shape, dtype=np.float64)
+    peak = sims.max(axis=-1, keepdims=True)
+    soft: NDArray[np.float64] = np.exp((sims - peak) / temperature)
+    return soft

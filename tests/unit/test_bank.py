@@ -462,6 +462,28 @@ def test_exact_support_equals_brute_force(rule: str) -> None:
         assert support.questions == [f"v{c}" for c in cols]
 
 
+@pytest.mark.parametrize("rule", ["paper", "authors"])
+def test_large_bank_search_through_the_vector_index_equals_brute_force(
+    rule: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import smcs_graph.bank as bank_module
+
+    monkeypatch.setattr(bank_module, "INDEX_MIN_ROWS", 500)  # stands in for a large bank
+    n, dim = 2000, 48
+    bank, emb = random_bank(n, dim, seed=5)
+    rng = np.random.default_rng(6)
+    caps = rng.random(n) < 0.5
+    bank.record_results("m0", {f"q{i}": bool(caps[i]) for i in range(n)})
+    for _ in range(5):
+        query = rng.standard_normal(dim)
+        support = bank.support(query, ["m0"], n_sup_base=400, gamma=0.95, rule=rule)  # type: ignore[arg-type]
+        sims, members, thr = reference_support(emb.vectors, query, 400, 0.95, rule)
+        assert_matches_reference(support, sims, members, thr)
+        cols = [int(i[1:]) for i in support.question_ids]
+        np.testing.assert_array_equal(support.capability[0], caps[cols])
+    assert bank._index is not None  # the index was built once and reused
+
+
 def test_hnsw_support_equals_exact_on_random_vectors() -> None:
     n, dim = 1500, 32
     bank, _ = random_bank(n, dim, seed=3)

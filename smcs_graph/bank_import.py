@@ -1,0 +1,426 @@
+"""Filling a bank without calling any model: question files, recorded results, released banks.
+
+- `add_records`: question records into a bank, in chunks, with a progress line.
+- `import_matrix`: a CSV correctness matrix (a question id column, then one 0/1 column per
+  model; an empty cell means "not measured" and stays masked) joined with question records.
+- `import_union_bank`: the SMCS authors' released union-bank JSON, a map
+  `{id: {"question", "src", "model_res": {model: {"is_correct"}}, "embedding", ...}}`.
+
+Every import runs inside `QuestionBank.building()`: a killed import leaves the bank marked
+incomplete (it refuses to open) until the same import is rerun to the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from smcs_graph.bank import BankQuestion, QuestionBank
+from smcs_graph.errors import ConfigError
+from smcs_graph.questions import QuestionRecord
+
+__all__ = [
+    "SOURCE_FAMILIES",
+    "CorrectnessMatrix",
+    "ImportReport",
+    "JoinKey",
+    "add_records",
+    "import_matrix",
+    "import_union_bank",
+    "native_id",
+    "read_matrix",
+]
+
+JoinKey = Literal["native", "id"]
+"""How matrix ids meet question records: the dataset's own id, or our full record id."""
+
+SOURCE_FAMILIES: dict[str, str] = {
+    "mmlu_pro": "multiple_choice",
+    "mmlu": "multiple_choice",
+    "gpqa": "multiple_choice",
+    "gpqa_diamond": "multiple_choice",
+    "medmcqa": "multiple_choice",
+    "arc": "multiple_choice",
+    "arc_challenge": "multiple_choice",
+    "math": "math",
+    "math500": "math",
+    "math_500": "math",
+    "aime": "math",
+    "aime24": "math",
+    "aime25": "math",
+    "gsm8k": "numeric",
+    "mbpp": "code",
+    "humaneval": "code",
+    "livecodebench": "code",
+    "ifeval": "instruction",
+}
+"""Family of a union-bank record by its `src` (lowercase, '-' read as '_'); others: general."""
+
+_CHUNK = 512
+_TRUE = {"1", "1.0", "true", "True", "TRUE"}
+_FALSE = {"0", "0.0", "false", "False", "FALSE"}
+
+
+@dataclass
+class ImportReport:
+    """What an import put in the bank and what it could not place."""
+
+    questions: int = 0
+    """Questions imported (in the bank now, new or already there)."""
+    written: int = 0
+    """Of those, added or changed by this import."""
+    models: list[str] = field(default_factory=list)
+    results: int = 0
+    """Recorded 0/1 entries."""
+    masked: int = 0
+    """Empty entries (not measured), left masked."""
+    unmatched_rows: list[str] = field(default_factory=list)
+    """Matrix ids with no question (not imported)."""
+    unmatched_questions: int = 0
+    """Questions with no matrix row (not imported)."""
+    embeddings: str = ""
+    """How the questions were embedded: 'embedded by <id>' or 'stored vectors of <id>'."""
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        lines = [
+            f"imported {self.questions} question(s) ({self.written} added or changed) and "
+            f"{self.results} result(s) of {len(self.models)} model(s); {self.masked} empty "
+            f"cell(s) left masked; {self.seconds:.1f}s"
+        ]
+        if self.embeddings:
+            lines.append(f"  embeddings: {self.embeddings}")
+        if self.unmatched_rows:
+            shown = ", ".join(self.unmatched_rows[:5])
+            more = (
+                f", ... ({len(self.unmatched_rows)} in all)" if len(self.unmatched_rows) > 5 else ""
+            )
+            lines.append(
+                f"  {len(self.unmatched_rows)} matrix row(s) had no question: {shown}{more}"
+            )
+        if self.unmatched_questions:
+            lines.append(
+                f"  {self.unmatched_questions} question(s) had no matrix row and were skipped"
+            )
+        return "\n".join(lines)
+
+
+def _progress_printer(enabled: bool, what: str) -> Callable[[int, int, float], None]:
+    def show(done: int, total: int, started: float) -> None:
+        if not enabled:
+            return
+        elapsed = time.monotonic() - started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else math.inf
+        eta_text = f", ETA {eta:.0f}s" if math.isfinite(eta) and done < total else ""
+        print(
+            f"{what}: {done}/{total} ({rate:.0f}/s{eta_text})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return show
+
+
+def add_records(
+    bank: QuestionBank,
+    records: Sequence[QuestionRecord] | Sequence[BankQuestion],
+    *,
+    embeddings: np.ndarray[Any, Any] | None = None,
+    chunk_size: int = _CHUNK,
+    progress: bool = True,
+) -> int:
+    """Add question records (or bank questions) in chunks; returns how many were new or changed.
+
+    Unchanged questions already in the bank are skipped, which makes a rerun after a crash
+    cheap. A progress line goes to stderr after each chunk when `progress`.
+    """
+    questions = [r if isinstance(r, BankQuestion) else BankQuestion.from_record(r) for r in records]
+    show = _progress_printer(progress, "questions written")
+    started = time.monotonic()
+    written = 0
+    for start in range(0, len(questions), chunk_size):
+        chunk = questions[start : start + chunk_size]
+        vectors = None if embeddings is None else embeddings[start : start + len(chunk)]
+        written += bank.add_questions(chunk, embeddings=vectors)
+        show(start + len(chunk), len(questions), started)
+    return written
+
+
+# ---------------------------------------------------------------------- CSV matrix
+
+
+@dataclass
+class CorrectnessMatrix:
+    """A read correctness CSV: per model, the measured entries (question id -> correct)."""
+
+    ids: list[str]
+    models: list[str]
+    results: dict[str, dict[str, bool]]
+    masked: int
+
+
+def read_matrix(path: str | Path, *, id_column: str | None = None) -> CorrectnessMatrix:
+    """Read a CSV of a question id column and one 0/1 column per model (empty: not measured).
+
+    `id_column` names the id column (default: `question_id` if present, else the first).
+    Cells may be 0/1, 0.0/1.0 or true/false; anything else is an error naming its line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"matrix file not found: {path}; pass a CSV file")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header:
+            raise ConfigError(f"{path}: the file is empty; expected a header row")
+        header = [h.strip() for h in header]
+        if id_column is None:
+            id_column = "question_id" if "question_id" in header else header[0]
+        if id_column not in header:
+            raise ConfigError(f"{path}: no id column {id_column!r}; columns: {header}")
+        id_at = header.index(id_column)
+        models = [h for i, h in enumerate(header) if i != id_at]
+        if not models:
+            raise ConfigError(f"{path}: no model columns after the id column {id_column!r}")
+        repeated = sorted({m for m in models if models.count(m) > 1 or not m})
+        if repeated:
+            raise ConfigError(
+                f"{path}: model column names must be unique and non-empty: {repeated}"
+            )
+        results: dict[str, dict[str, bool]] = {m: {} for m in models}
+        ids: list[str] = []
+        seen: set[str] = set()
+        masked = 0
+        for line, row in enumerate(reader, start=2):
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise ConfigError(
+                    f"{path}, line {line}: {len(row)} cells but the header has {len(header)}"
+                )
+            qid = row[id_at].strip()
+            if not qid:
+                raise ConfigError(f"{path}, line {line}: empty question id")
+            if qid in seen:
+                raise ConfigError(f"{path}, line {line}: question id {qid!r} appears twice")
+            seen.add(qid)
+            ids.append(qid)
+            for i, cell in enumerate(row):
+                if i == id_at:
+                    continue
+                value = cell.strip()
+                model = header[i]
+                if not value:
+                    masked += 1
+                elif value in _TRUE:
+                    results[model][qid] = True
+                elif value in _FALSE:
+                    results[model][qid] = False
+                else:
+                    raise ConfigError(
+                        f"{path}, line {line}, column {model!r}: {value!r} is not 0, 1 or empty"
+                    )
+    return CorrectnessMatrix(ids, models, results, masked)
+
+
+def native_id(record: QuestionRecord) -> str:
+    """The dataset's own id of a record: its id without the '<source>/' prefix the loaders add
+    (e.g. MMLU-Pro `question_id` 70 for record `mmlu_pro/70`)."""
+    return record.id.split("/", 1)[1] if "/" in record.id else record.id
+
+
+def import_matrix(
+    bank: QuestionBank,
+    matrix: CorrectnessMatrix | str | Path,
+    records: Sequence[QuestionRecord],
+    *,
+    join: JoinKey = "native",
+    id_column: str | None = None,
+    progress: bool = True,
+) -> ImportReport:
+    """Import a correctness matrix, joined with `records` on `join`, into `bank`.
+
+    join="native": matrix ids are the dataset's own ids (`native_id`); join="id": they are
+    the full record ids. Matched questions are added (embedded), then every non-empty cell is
+    recorded; empty cells are not written, so they stay masked (never counted as wrong).
+    """
+    started = time.monotonic()
+    if not isinstance(matrix, CorrectnessMatrix):
+        matrix = read_matrix(matrix, id_column=id_column)
+    if join not in ("native", "id"):
+        raise ConfigError(f"join must be 'native' or 'id', got {join!r}")
+    key_of = native_id if join == "native" else (lambda r: r.id)
+    by_key: dict[str, QuestionRecord] = {}
+    for record in records:
+        key = key_of(record)
+        if key in by_key:
+            raise ConfigError(
+                f"two questions share the join key {key!r} ({by_key[key].id!r} and "
+                f"{record.id!r}); join on 'id' or import the files separately"
+            )
+        by_key[key] = record
+    matched = [by_key[i] for i in matrix.ids if i in by_key]
+    unmatched = [i for i in matrix.ids if i not in by_key]
+    if not matched:
+        other = "id" if join == "native" else "native"
+        raise ConfigError(
+            f"no matrix id matches a question (join on {join!r}: matrix ids like "
+            f"{matrix.ids[:3]} vs question keys like {list(by_key)[:3]}); check the question "
+            f"file, the id column, or join on {other!r}"
+        )
+    matched_keys = {key_of(r) for r in matched}
+    results = {
+        model: {by_key[k].id: v for k, v in cells.items() if k in matched_keys}
+        for model, cells in matrix.results.items()
+    }
+    recorded = sum(len(cells) for cells in results.values())
+    with bank.building():
+        written = add_records(bank, matched, progress=progress)
+        bank.record_many(results)
+    return ImportReport(
+        questions=len(matched),
+        written=written,
+        models=list(matrix.models),
+        results=recorded,
+        masked=len(matched) * len(matrix.models) - recorded,
+        unmatched_rows=unmatched,
+        unmatched_questions=len(by_key) - len(matched),
+        embeddings=f"embedded by {bank.embedder.id}",
+        seconds=time.monotonic() - started,
+    )
+
+
+# ---------------------------------------------------------------------- union-bank JSON
+
+
+def _family_of(src: str) -> str:
+    return SOURCE_FAMILIES.get(src.strip().lower().replace("-", "_"), "general")
+
+
+def _outcome(value: Any, where: str) -> bool | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    raise ConfigError(f"{where}: is_correct must be true/false, 0/1 or null, got {value!r}")
+
+
+def import_union_bank(
+    bank: QuestionBank,
+    path: str | Path,
+    *,
+    embedding_model: str | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> ImportReport:
+    """Import the SMCS authors' union-bank JSON into `bank`.
+
+    Each record gives `question`, `src` (its family follows SOURCE_FAMILIES), `model_res`
+    {model: {"is_correct": true/false/null}} (null or absent: masked) and `embedding`;
+    optional `answer` and `category` are kept. Stored vectors are used only when they are known
+    to come from the bank's embedder: `embedding_model` (or every record's `embedding_model`
+    field) equals `bank.embedder.id` and every vector has the bank's dimension. Otherwise
+    (another model, a dimension that differs, or no model named) every question is re-embedded
+    with the bank's embedder. `limit` keeps the first records (for trials).
+    """
+    started = time.monotonic()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"union-bank file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, Mapping) or not data:
+        raise ConfigError(
+            f"{path}: expected a JSON object mapping question ids to records "
+            '({"<id>": {"question": ..., "src": ..., "model_res": {...}, "embedding": [...]}})'
+        )
+    items = list(data.items())[:limit]
+    questions: list[BankQuestion] = []
+    results: dict[str, dict[str, bool]] = {}
+    vectors: list[Any] = []
+    stated: set[str | None] = set()
+    for qid, entry in items:
+        where = f"{path}, record {qid!r}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: expected an object")
+        text = entry.get("question")
+        if not isinstance(text, str) or not text.strip():
+            raise ConfigError(f"{where}: 'question' must be non-empty text")
+        src = str(entry.get("src") or "")
+        answer = entry.get("answer")
+        questions.append(
+            BankQuestion(
+                id=str(qid),
+                question=text,
+                family=_family_of(src),
+                source=src,
+                answer=None if answer is None else str(answer),
+                category=str(entry.get("category") or ""),
+            )
+        )
+        model_res = entry.get("model_res") or {}
+        if not isinstance(model_res, Mapping):
+            raise ConfigError(f"{where}: 'model_res' must map model names to objects")
+        for model, res in model_res.items():
+            if not isinstance(res, Mapping):
+                raise ConfigError(f"{where}, model {model!r}: expected {{'is_correct': ...}}")
+            outcome = _outcome(res.get("is_correct"), f"{where}, model {model!r}")
+            if outcome is not None:
+                results.setdefault(str(model), {})[str(qid)] = outcome
+        vectors.append(entry.get("embedding"))
+        stated.add(entry.get("embedding_model"))
+    source_model = embedding_model or (next(iter(stated)) if len(stated) == 1 else None)
+    stored = _stored_vectors(vectors, bank.dimension)
+    use_stored = stored is not None and source_model == bank.embedder.id
+    if use_stored:
+        how = f"stored vectors of {source_model}"
+    else:
+        why = (
+            "no embedding model named"
+            if source_model is None
+            else f"stored by {source_model!r}"
+            if stored is not None
+            else "stored vectors missing or of another dimension"
+        )
+        how = f"embedded by {bank.embedder.id} ({why})"
+    models = sorted(results)
+    recorded = sum(len(c) for c in results.values())
+    with bank.building():
+        written = add_records(
+            bank, questions, embeddings=stored if use_stored else None, progress=progress
+        )
+        bank.record_many(results)
+    return ImportReport(
+        questions=len(questions),
+        written=written,
+        models=models,
+        results=recorded,
+        masked=len(questions) * len(models) - recorded,
+        embeddings=how,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _stored_vectors(vectors: Sequence[Any], dimension: int) -> np.ndarray[Any, Any] | None:
+    """The stored embeddings as one float32 matrix, or None unless all have `dimension`."""
+    if any(not isinstance(v, list) or len(v) != dimension for v in vectors):
+        return None
+    try:
+        matrix = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        return None
+    return matrix if np.isfinite(matrix).all() else None

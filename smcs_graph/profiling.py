@@ -1,0 +1,626 @@
+"""Profiling a pool on a bank: every model answers the bank questions it has not answered yet.
+
+Answers are graded (one grader per task family) and written to the bank's capability matrix in
+batches. What is left to do is read from the bank's mask of measured entries, so adding a model
+profiles only that model and adding questions profiles only those.
+
+Resumable: every model response is committed to a `ResponseCache` (SQLite in WAL mode) before
+it is graded. A run killed at any point (even SIGKILL) and started again requests no response
+that was committed; responses whose grades had not reached the bank yet are graded again from
+the cache. A call in flight at the kill had no committed response and is made again.
+
+Calls: bounded concurrency per model endpoint, retries with exponential backoff and jitter on
+transient errors (connection errors, timeouts, HTTP 5xx, 408 and 429 rate limits; never other
+4xx), tokens and cost tallied per model. A model whose calls keep failing is given up after
+`max_consecutive_failures` and reported; the other models' results are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import os
+import random
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from langchain_core.messages import AIMessage, HumanMessage
+
+from smcs_graph.bank import BankQuestion, QuestionBank
+from smcs_graph.errors import ConfigError
+from smcs_graph.pool import Pool, PoolModel
+
+if TYPE_CHECKING:
+    from smcs_graph.graders import Verdict
+    from smcs_graph.questions import QuestionRecord
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "CachedResponse",
+    "GenerationSettings",
+    "ModelTally",
+    "ProfileReport",
+    "ResponseCache",
+    "aprofile_pool",
+    "default_cache_path",
+    "profile_pool",
+]
+
+DEFAULT_CONCURRENCY = 4
+"""Calls in flight per model when neither the caller nor the pool entry sets a limit."""
+
+Grader = Callable[["QuestionRecord", str], "Verdict"]
+_ERRORS_KEPT = 5  # error messages kept per model for the report
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How each bank question is asked; part of every cache key."""
+
+    max_tokens: int = 1024
+    temperature: float = 0.0
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        if not isinstance(self.temperature, int | float) or self.temperature < 0:
+            raise ConfigError(f"temperature must be a number >= 0, got {self.temperature!r}")
+
+    def call_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.seed is not None:
+            kwargs["seed"] = self.seed
+        return kwargs
+
+
+@dataclass(frozen=True)
+class CachedResponse:
+    """One model response as stored in the cache."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class ResponseCache:
+    """Model responses on disk, keyed by model, question and generation settings.
+
+    SQLite in WAL mode: each `put` is one committed transaction, so a killed process loses at
+    most the response it was writing. `path=None` keeps the cache in memory (not resumable).
+    Use it from one thread at a time.
+    """
+
+    def __init__(self, path: str | Path | None) -> None:
+        self._path = None if path is None else Path(path).expanduser()
+        if self._path is not None:
+            if self._path.is_dir():
+                raise ConfigError(f"cache path {self._path} is a folder; give a file path")
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                ":memory:" if self._path is None else str(self._path), isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: a committed transaction survives a process kill (not power loss).
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS responses ("
+                " key TEXT PRIMARY KEY, model TEXT NOT NULL, question_id TEXT NOT NULL,"
+                " text TEXT NOT NULL, input_tokens INTEGER NOT NULL,"
+                " output_tokens INTEGER NOT NULL, created REAL NOT NULL)"
+            )
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"cannot use {self._path} as a response cache: {exc}; give the path of a cache "
+                "file written by `smcs profile`, or a new file"
+            ) from exc
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    @staticmethod
+    def key(
+        model: str,
+        question_id: str,
+        question: str,
+        prompt: str,
+        settings: GenerationSettings,
+    ) -> str:
+        """The cache key: a SHA-256 over model, question id and text, prompt and settings."""
+        payload = {
+            "model": model,
+            "question_id": question_id,
+            "question_sha256": hashlib.sha256(question.encode("utf-8")).hexdigest(),
+            "prompt": prompt,
+            "settings": {
+                "max_tokens": settings.max_tokens,
+                "temperature": settings.temperature,
+                "seed": settings.seed,
+            },
+        }
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
+        return hashlib.sha256(blob).hexdigest()
+
+    def get(self, key: str) -> CachedResponse | None:
+        row = self._db.execute(
+            "SELECT text, input_tokens, output_tokens FROM responses WHERE key = ?", (key,)
+        ).fetchone()
+        return None if row is None else CachedResponse(row[0], int(row[1]), int(row[2]))
+
+    def put(self, key: str, model: str, question_id: str, response: CachedResponse) -> None:
+        """Commit one response (a second put of the same key keeps the first)."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                model,
+                question_id,
+                response.text,
+                response.input_tokens,
+                response.output_tokens,
+                time.time(),
+            ),
+        )
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ResponseCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def default_cache_path(bank: QuestionBank) -> Path | None:
+    """`<bank folder>.responses.sqlite` beside an on-disk bank; None for other banks.
+
+    Beside the bank, not inside it, so that rebuilding the bank keeps the paid responses.
+    """
+    where = Path(bank.where)
+    if bank.where == "memory" or "://" in bank.where or not where.is_dir():
+        return None
+    return where.with_name(f"{where.name}.responses.sqlite")
+
+
+@dataclass
+class ModelTally:
+    """What profiling did for one model in one run."""
+
+    pending: int = 0
+    """Questions without a result for this model when the run started."""
+    recorded: int = 0
+    """Graded results written to the bank."""
+    correct: int = 0
+    cached: int = 0
+    """Responses taken from the cache instead of calling the model."""
+    calls: int = 0
+    """Successful model calls (each one paid for)."""
+    retries: int = 0
+    failures: int = 0
+    """Questions left unanswered after retries (still masked; a rerun tries them again)."""
+    grading_errors: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    abandoned: bool = False
+    """Given up after too many consecutive failures."""
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.abandoned or self.failures > 0 or self.grading_errors > 0
+
+    def note(self, message: str) -> None:
+        if len(self.errors) < _ERRORS_KEPT:
+            self.errors.append(message)
+
+
+@dataclass
+class ProfileReport:
+    """The outcome of one profiling run, per model."""
+
+    models: dict[str, ModelTally]
+    seconds: float
+    cache_path: Path | None
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Questions no model was asked, with the reason (no gradable record, no grader)."""
+
+    @property
+    def failed(self) -> list[str]:
+        """Models with questions left unanswered or ungraded in this run."""
+        return [name for name, tally in self.models.items() if tally.failed]
+
+    @property
+    def answers(self) -> int:
+        return sum(t.recorded for t in self.models.values())
+
+    def summary(self) -> str:
+        """A human-readable table, one line per model, then the failures."""
+        lines = [
+            f"profiled {len(self.models)} model(s): {self.answers} result(s) recorded in "
+            f"{self.seconds:.1f}s"
+            + (f" ({self.answers / self.seconds:.2f}/s)" if self.seconds > 0 else "")
+        ]
+        for name, t in self.models.items():
+            acc = f"{t.correct / t.recorded:.3f}" if t.recorded else "n/a"
+            lines.append(
+                f"  {name}: {t.recorded}/{t.pending} recorded, accuracy {acc}, {t.calls} calls "
+                f"({t.cached} cached, {t.retries} retries), {t.input_tokens} in + "
+                f"{t.output_tokens} out tokens, cost {t.cost:.6f}"
+            )
+        if self.skipped:
+            few = "; ".join(f"{i}: {why}" for i, why in list(self.skipped.items())[:3])
+            lines.append(f"  skipped {len(self.skipped)} ungradable question(s): {few}")
+        for name, t in self.models.items():
+            if t.failed:
+                what = "given up after repeated failures" if t.abandoned else "failures"
+                lines.append(
+                    f"  FAILED {name}: {what}; {t.failures} unanswered, {t.grading_errors} "
+                    f"grading error(s): {'; '.join(t.errors)}"
+                )
+        return "\n".join(lines)
+
+
+def _known_families() -> set[str]:
+    from smcs_graph.graders import known_families
+
+    return set(known_families())
+
+
+def _gradable(
+    stored: Sequence[BankQuestion], graded_families: set[str] | None
+) -> tuple[dict[str, QuestionRecord], dict[str, str]]:
+    """Records of the questions that can be graded, and why the others cannot.
+
+    Checked before any call, so that no paid answer goes to a question it cannot grade.
+    """
+    from smcs_graph.questions import QuestionFormatError
+
+    records: dict[str, QuestionRecord] = {}
+    skipped: dict[str, str] = {}
+    for question in stored:
+        if graded_families is not None and question.family not in graded_families:
+            skipped[question.id] = f"no grader for family {question.family!r}"
+            continue
+        try:
+            records[question.id] = question.to_record()
+        except QuestionFormatError as exc:
+            skipped[question.id] = f"no gradable record ({exc})"
+    return records, skipped
+
+
+def _default_grader() -> Grader:
+    from smcs_graph.graders import grade
+
+    return grade
+
+
+def _prompt_for(record: QuestionRecord) -> str:
+    from smcs_graph.questions import prompt_for
+
+    return prompt_for(record)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call is worth retrying: connection errors, timeouts, 5xx, 408, 429."""
+    status = getattr(exc, "status_code", None)
+    if status is None:
+        response = getattr(exc, "response", None)
+        status = getattr(response, "status_code", None)
+    if isinstance(status, int):
+        return status >= 500 or status in (408, 429)
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    try:  # the OpenAI client's and httpx's transport errors (timeouts are subclasses)
+        import httpx
+        import openai
+
+        transient: tuple[type[BaseException], ...] = (
+            openai.APIConnectionError,
+            httpx.TransportError,
+        )
+    except ImportError:
+        return False
+    return isinstance(exc, transient)
+
+
+def _text(message: AIMessage) -> str:
+    if isinstance(message.content, str):
+        return message.content
+    parts = [
+        part if isinstance(part, str) else str(part.get("text", ""))
+        for part in message.content
+        if isinstance(part, str) or part.get("type") == "text"
+    ]
+    return "".join(parts)
+
+
+class _Run:
+    """The state of one profiling run (one event loop)."""
+
+    def __init__(
+        self,
+        bank: QuestionBank,
+        pool: Pool,
+        cache: ResponseCache,
+        grader: Grader,
+        settings: GenerationSettings,
+        *,
+        retries: int,
+        backoff_s: float,
+        timeout_s: float | None,
+        batch_size: int,
+        max_consecutive_failures: int,
+        grading_workers: int,
+        progress: bool,
+    ) -> None:
+        self.bank, self.pool, self.cache, self.grader = bank, pool, cache, grader
+        self.settings = settings
+        self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
+        self.batch_size = batch_size
+        self.max_consecutive_failures = max_consecutive_failures
+        self.grading = ThreadPoolExecutor(grading_workers, thread_name_prefix="smcs-grade")
+        self.progress = progress
+        self.pending: dict[str, dict[str, bool]] = {}
+        self.pending_count = 0
+        self.flush_lock = asyncio.Lock()
+        self.jitter = random.Random()
+        self.tallies: dict[str, ModelTally] = {}
+        self.consecutive: dict[str, int] = {}
+        self.bar: Any = None
+
+    async def call(self, member: PoolModel, prompt: str, tally: ModelTally) -> AIMessage:
+        """One model call with retries on transient errors (exponential backoff + jitter)."""
+        messages = [HumanMessage(content=prompt)]
+        kwargs = self.settings.call_kwargs() if member.sampling_kwargs else {}
+        attempt = 0
+        while True:
+            try:
+                reply = member.chat_model.ainvoke(messages, **kwargs)
+                message = await asyncio.wait_for(reply, self.timeout_s)
+            except Exception as exc:
+                if attempt >= self.retries or not is_transient(exc):
+                    raise
+                delay = self.backoff_s * (2**attempt) * (0.5 + self.jitter.random())
+                attempt += 1
+                tally.retries += 1
+                await asyncio.sleep(delay)
+                continue
+            if not isinstance(message, AIMessage):
+                raise TypeError(f"expected an AIMessage, got {type(message).__name__}")
+            return message
+
+    async def answer(
+        self, member: PoolModel, record: QuestionRecord, prompt: str, tally: ModelTally
+    ) -> CachedResponse | None:
+        """The model's response from the cache, or from a call committed to the cache."""
+        key = ResponseCache.key(member.name, record.id, record.question, prompt, self.settings)
+        hit = self.cache.get(key)
+        if hit is not None:
+            tally.cached += 1
+            return hit
+        try:
+            message = await self.call(member, prompt, tally)
+        except Exception as exc:
+            tally.failures += 1
+            tally.note(f"{record.id}: {type(exc).__name__}: {exc}")
+            self.consecutive[member.name] = self.consecutive.get(member.name, 0) + 1
+            if self.consecutive[member.name] >= self.max_consecutive_failures:
+                tally.abandoned = True
+            return None
+        self.consecutive[member.name] = 0
+        usage = message.usage_metadata
+        response = CachedResponse(
+            _text(message),
+            usage["input_tokens"] if usage else 0,
+            usage["output_tokens"] if usage else 0,
+        )
+        self.cache.put(key, member.name, record.id, response)
+        tally.calls += 1
+        tally.input_tokens += response.input_tokens
+        tally.output_tokens += response.output_tokens
+        tally.cost += member.cost(usage)
+        return response
+
+    async def grade(
+        self, member: PoolModel, record: QuestionRecord, text: str, tally: ModelTally
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            verdict = await loop.run_in_executor(self.grading, self.grader, record, text)
+        except Exception as exc:
+            tally.grading_errors += 1
+            tally.note(f"{record.id}: grader raised {type(exc).__name__}: {exc}")
+            return
+        correct = bool(verdict.correct)
+        self.pending.setdefault(member.name, {})[record.id] = correct
+        self.pending_count += 1
+        tally.recorded += 1
+        tally.correct += int(correct)
+        if self.pending_count >= self.batch_size:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the graded results gathered so far to the bank (one batch)."""
+        async with self.flush_lock:
+            if not self.pending:
+                return
+            batch, self.pending, self.pending_count = self.pending, {}, 0
+            await asyncio.to_thread(self.bank.record_many, batch)
+
+    async def worker(
+        self,
+        member: PoolModel,
+        queue: asyncio.Queue[QuestionRecord],
+        prompts: Mapping[str, str],
+        tally: ModelTally,
+    ) -> None:
+        while not tally.abandoned:
+            try:
+                record = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            response = await self.answer(member, record, prompts[record.id], tally)
+            if response is not None:
+                await self.grade(member, record, response.text, tally)
+            self.advance(tally)
+
+    def advance(self, tally: ModelTally) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            failed = sum(t.failures + t.grading_errors for t in self.tallies.values())
+            if failed:
+                self.bar.set_postfix(failed=failed, refresh=False)
+
+
+async def aprofile_pool(
+    bank: QuestionBank,
+    pool: Pool,
+    *,
+    models: Sequence[str] | None = None,
+    cache: ResponseCache | str | Path | None = None,
+    concurrency: int | None = None,
+    retries: int = 3,
+    backoff_s: float = 1.0,
+    timeout_s: float | None = 600.0,
+    max_tokens: int = 1024,
+    temperature: float = 0.0,
+    seed: int | None = 0,
+    grader: Grader | None = None,
+    batch_size: int = 64,
+    max_consecutive_failures: int = 5,
+    grading_workers: int | None = None,
+    progress: bool = True,
+) -> ProfileReport:
+    """Profile `models` (default: the whole pool) on every bank question they lack a result for.
+
+    `cache`: a ResponseCache, a file path, or None for `default_cache_path(bank)` (in memory
+    when the bank is not on disk). `concurrency`: calls in flight per model; None takes each
+    pool entry's `max_concurrency`, else DEFAULT_CONCURRENCY. `retries` extra attempts on
+    transient errors, the n-th after about `backoff_s * 2**n` seconds (jittered x0.5-1.5).
+    `timeout_s` bounds each call. `grader(record, response) -> Verdict` defaults to the
+    family graders (`smcs_graph.graders.grade`); it runs in `grading_workers` threads. Results
+    reach the bank every `batch_size` grades and at the end.
+    """
+    started = time.monotonic()
+    names = list(pool.names if models is None else models)
+    for name in names:
+        pool[name]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"models are listed more than once: {names}")
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise ConfigError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+    for label, value in (
+        ("retries", retries),
+        ("batch_size", batch_size - 1),
+        ("max_consecutive_failures", max_consecutive_failures - 1),
+    ):
+        if not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{label} is out of range: {value!r}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ConfigError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    if not backoff_s >= 0:
+        raise ConfigError(f"backoff_s must be >= 0 seconds, got {backoff_s!r}")
+    settings = GenerationSettings(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    owned_cache = not isinstance(cache, ResponseCache)
+    if isinstance(cache, ResponseCache):
+        response_cache = cache
+    else:
+        response_cache = ResponseCache(cache if cache is not None else default_cache_path(bank))
+
+    # What is left: per model, the bank questions without a recorded result.
+    await asyncio.to_thread(bank.refresh)
+    ids = bank.question_ids()
+    _, measured = bank.capability(names)
+    todo = {
+        name: [ids[i] for i in range(len(ids)) if not measured[row, i]]
+        for row, name in enumerate(names)
+    }
+    wanted = sorted({i for pending in todo.values() for i in pending})
+    stored = await asyncio.to_thread(bank.get, wanted)
+    records, skipped = _gradable(stored, graded_families=None if grader else _known_families())
+    todo = {name: [i for i in pending if i in records] for name, pending in todo.items()}
+    prompts = {id_: _prompt_for(record) for id_, record in records.items()}
+
+    run = _Run(
+        bank,
+        pool,
+        response_cache,
+        grader or _default_grader(),
+        settings,
+        retries=retries,
+        backoff_s=backoff_s,
+        timeout_s=timeout_s,
+        batch_size=batch_size,
+        max_consecutive_failures=max_consecutive_failures,
+        grading_workers=grading_workers or max(2, os.cpu_count() or 2),
+        progress=progress,
+    )
+    workers: list[asyncio.Task[None]] = []
+    total = sum(len(p) for p in todo.values())
+    try:
+        if progress and total:
+            from tqdm.auto import tqdm
+
+            run.bar = tqdm(total=total, unit="answer", file=sys.stderr, dynamic_ncols=True)
+        for name in names:
+            member = pool[name]
+            tally = run.tallies[name] = ModelTally(pending=len(todo[name]))
+            queue: asyncio.Queue[QuestionRecord] = asyncio.Queue()
+            for id_ in todo[name]:
+                queue.put_nowait(records[id_])
+            limit = concurrency or member.max_concurrency or DEFAULT_CONCURRENCY
+            workers += [
+                asyncio.create_task(run.worker(member, queue, prompts, tally))
+                for _ in range(min(limit, len(todo[name])))
+            ]
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        try:
+            await run.flush()
+        finally:
+            run.grading.shutdown(wait=False, cancel_futures=True)
+            if run.bar is not None:
+                run.bar.close()
+            if owned_cache:
+                response_cache.close()
+    return ProfileReport(run.tallies, time.monotonic() - started, response_cache.path, skipped)
+
+
+def _synchronous(run: Callable[_P, Awaitable[_T]]) -> Callable[_P, _T]:
+    @functools.wraps(run)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(run(*args, **kwargs))  # type: ignore[arg-type]
+        raise RuntimeError(
+            f"{run.__name__.removeprefix('a')}() was called inside a running event loop; "
+            f"await {run.__name__}() instead"
+        )
+
+    return wrapper
+
+
+profile_pool = _synchronous(aprofile_pool)
+"""`aprofile_pool` for synchronous callers (runs its own event loop)."""
