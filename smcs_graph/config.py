@@ -17,6 +17,7 @@ from smcs_graph.errors import ConfigError
 DropMode = Literal["paper", "authors"]
 SimilarityMode = Literal["paper", "authors"]
 SupportRule = Literal["paper", "authors"]
+PriorRule = Literal["paper", "shrunk"]
 
 
 def _describe(text: str) -> dict[str, str]:
@@ -49,6 +50,24 @@ class SMCSConfig:
         metadata=_describe(
             "Prior = similarity-weighted count of correct answers on the support set (eq. 4). "
             "False counts correct answers unweighted."
+        ),
+    )
+    prior_rule: PriorRule = field(
+        default="paper",
+        metadata=_describe(
+            "'paper': eq. 4, the similarity-weighted count of correct support answers. "
+            "'shrunk': each model's similarity-weighted support accuracy shrunk toward its "
+            "bank-wide accuracy (better top-1 and ranking in the MMLU-Pro replay)."
+        ),
+    )
+    shrink_strength: float = field(
+        default=10.0,
+        metadata=_describe("'shrunk' rule: pseudo-count pulling local accuracy to the global one."),
+    )
+    shrink_temperature: float | None = field(
+        default=0.1,
+        metadata=_describe(
+            "'shrunk' rule: support weights exp((S - max S) / T); unset: weights max(S, 0)."
         ),
     )
     k_drop: int = field(
@@ -195,7 +214,16 @@ def _problems(cfg: SMCSConfig) -> list[str]:
         out.append(f"seed must be an integer or unset (got {cfg.seed!r})")
     if cfg.aggregator is not None and (not isinstance(cfg.aggregator, str) or not cfg.aggregator):
         out.append(f"aggregator must be a model name or unset (got {cfg.aggregator!r})")
+    if not _is_number(cfg.shrink_strength) or cfg.shrink_strength < 0:
+        out.append(f"shrink_strength must be a number >= 0 (got {cfg.shrink_strength!r})")
+    if cfg.shrink_temperature is not None and (
+        not _is_number(cfg.shrink_temperature) or cfg.shrink_temperature <= 0
+    ):
+        out.append(
+            f"shrink_temperature must be a number > 0 or unset (got {cfg.shrink_temperature!r})"
+        )
     for name, allowed in (
+        ("prior_rule", ("paper", "shrunk")),
         ("drop_mode", ("paper", "authors")),
         ("similarity_mode", ("paper", "authors")),
         ("support_rule", ("paper", "authors")),

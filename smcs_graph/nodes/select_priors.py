@@ -40,9 +40,22 @@ def prior_selection(
         gamma=config.gamma,
         rule=config.support_rule,
     )
-    priors = core.prior_scores(
-        support.similarities, support.capability, support.measured, weighted=config.weighted_prior
-    )
+    if config.prior_rule == "shrunk":
+        priors = core.shrunk_prior_scores(
+            support.similarities,
+            support.capability,
+            support.measured,
+            bank.accuracy(list(pool_names)),
+            config.shrink_strength,
+            temperature=config.shrink_temperature,
+        )
+    else:
+        priors = core.prior_scores(
+            support.similarities,
+            support.capability,
+            support.measured,
+            weighted=config.weighted_prior,
+        )
     return support, priors
 
 

@@ -43,6 +43,9 @@ def test_every_field_has_a_description_for_studio() -> None:
         ({"referencer_timeout_s": 0}, "referencer_timeout_s"),
         ({"aggregator": ""}, "aggregator must be a model name"),
         ({"seed": "x"}, "seed must be an integer"),
+        ({"prior_rule": "mine"}, "prior_rule must be one of"),
+        ({"shrink_strength": -1}, "shrink_strength"),
+        ({"shrink_temperature": 0}, "shrink_temperature"),
     ],
 )
 def test_invalid_values_are_rejected_with_a_clear_message(changes, fragment) -> None:

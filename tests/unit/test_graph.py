@@ -333,3 +333,34 @@ def test_parallel_branches_run_concurrently(bank, embedder) -> None:
     graph.invoke({"question": "What is 12 plus 30?"}, RUN)
     # the 6 aggregations (all on one aggregator) overlap: all were in flight at once
     assert active["peak"] == 6
+
+
+def test_shrunk_prior_rule_ranks_by_shrunk_support_accuracy(bank, embedder) -> None:
+    """prior_rule="shrunk": a model right on a thin local record does not beat a model that is
+    right on the same questions and strong overall; the priors are accuracies in [0, 1]."""
+    from smcs_graph import core
+
+    fakes = {
+        name: FakeChatModel(responses=[f"{name} answer"]) for name in ("mathy", "histo", "weak")
+    }
+    pool = make_pool(**fakes)
+    out = compile_graph(pool, bank, embedder, prior_rule="shrunk").invoke(
+        {"question": "What is 12 plus 30?"}, RUN
+    )
+    priors = out["trace"]["priors"]
+    assert out["trace"]["referencers"][0] == "mathy"
+    assert all(0.0 <= v <= 1.0 for v in priors.values())
+    # the same numbers straight from core, on the bank's own support set
+    support = bank.support(
+        embedder.embed(["What is 12 plus 30?"])[0], pool.names, n_sup_base=4, gamma=0.95
+    )
+    expected = core.shrunk_prior_scores(
+        support.similarities,
+        support.capability,
+        support.measured,
+        bank.accuracy(pool.names),
+        10.0,
+        temperature=0.1,
+    )
+    assert [priors[m] for m in pool.names] == pytest.approx(expected, abs=1e-6)
+    assert bank.accuracy(["mathy", "weak", "absent"]) == pytest.approx([0.5, 0.0, 0.5])

@@ -1,0 +1,253 @@
+"""`smcs replay`: evaluate prior selection on recorded correctness, without any LLM call."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from smcs_graph.core import PriorRule
+from smcs_graph.errors import BankError, ConfigError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from exc
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser(
+        "replay",
+        help="score prior selection (RPS and baselines) on recorded correctness, no LLM calls",
+        description=(
+            "Replay evaluation of prior selection. The questions are split into a bank and a "
+            "held-out test set (a stratified share of each category, one split per seed); every "
+            "method ranks the models for each test question from the bank alone, and is scored "
+            "on the recorded correctness: top-1 routing accuracy, top-K coverage (at least one "
+            "of the K top-ranked models correct) and the pairwise ranking score (eq. 8). "
+            "Methods: RPS with the paper's rule, RPS with the shrunk rule (tuned on the bank by "
+            "leave-one-out), the best single model on the bank, a per-category router (told each "
+            "test question's category), random selection (expected value) and the oracle. "
+            "Models without a record on a test question are ranked out, never counted wrong. "
+            "Input: --questions and --matrix (default: MMLU-Pro from $SMCS_BENCHMARKS_DIR), or "
+            "--bank."
+        ),
+    )
+    source = parser.add_argument_group("input (files, or a bank)")
+    source.add_argument(
+        "--questions",
+        type=Path,
+        help="questions JSONL: question_id, question, category, options (optional); default "
+        "mmlu_pro.jsonl in $SMCS_BENCHMARKS_DIR (or <repo>/../shared/benchmarks)",
+    )
+    source.add_argument(
+        "--matrix",
+        type=Path,
+        help="correctness CSV: question_id, then one column per model with 1, 0 or empty (no "
+        "record); default mmlu_pro_correctness_29_models.csv beside the default questions",
+    )
+    source.add_argument(
+        "--bank",
+        type=Path,
+        help="a question bank folder (Chroma on disk, e.g. built by `smcs bank import`) instead "
+        "of files: its stored embeddings, families (as categories) and capability matrix",
+    )
+    source.add_argument("--bank-name", default=None, help="collection name inside --bank")
+    source.add_argument(
+        "--exclude-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave a model out of the pool (repeatable)",
+    )
+    source.add_argument(
+        "--text",
+        choices=("question", "question+options"),
+        default="question",
+        help="what is embedded for retrieval with files: the question alone (default) or the "
+        "question followed by its lettered options",
+    )
+    source.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="embedding cache folder (default $SMCS_EMBEDDING_CACHE or "
+        "~/.cache/smcs-graph/embeddings); the MiniLM embeddings are computed once",
+    )
+    split = parser.add_argument_group("splits and settings")
+    split.add_argument("--seeds", type=int, default=10, help="number of seeded splits (0..N-1)")
+    split.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="share of each category held out for testing (default 0.1)",
+    )
+    split.add_argument(
+        "--n-sup-base", type=int, default=400, help="paper rule's N_sup_base (default 400)"
+    )
+    split.add_argument("--gamma", type=float, default=0.95, help="support slack (default 0.95)")
+    split.add_argument(
+        "--support-rule",
+        choices=("paper", "authors"),
+        default="paper",
+        help="eq. 3 as in the paper ('>=' the N-th largest) or the authors' code",
+    )
+    split.add_argument(
+        "--rule",
+        choices=("paper", "shrunk", "both"),
+        default="both",
+        help="RPS prior rule(s) to score: the paper's eq. 4, the shrunk rule, or both",
+    )
+    split.add_argument(
+        "--sweep-n-sup-base",
+        type=_ints,
+        default=(50, 100, 200, 400, 800),
+        metavar="N,N,...",
+        help="N_sup_base values of the paper-rule sweep (default 50,100,200,400,800)",
+    )
+    split.add_argument(
+        "--sweep-gamma",
+        type=_floats,
+        default=(0.9, 0.95, 1.0),
+        metavar="G,G,...",
+        help="gamma values of the paper-rule sweep (default 0.9,0.95,1.0)",
+    )
+    split.add_argument(
+        "--calibration-queries",
+        type=int,
+        default=2000,
+        help="bank questions used as leave-one-out queries to tune the shrunk rule",
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", type=Path, help="write the full report (per seed) as JSON")
+    output.add_argument("--markdown", type=Path, help="write the tables as Markdown")
+    output.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from smcs_graph.cli import EXIT_FAILED, EXIT_OK
+    from smcs_graph.evaluation import (
+        ReplaySettings,
+        render_json,
+        render_markdown,
+        render_text,
+        run_replay,
+    )
+
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    rules: tuple[PriorRule, ...] = ("paper", "shrunk") if args.rule == "both" else (args.rule,)
+    try:
+        settings = ReplaySettings(
+            rules=rules,
+            seeds=tuple(range(args.seeds)),
+            test_fraction=args.test_fraction,
+            n_sup_base=args.n_sup_base,
+            gamma=args.gamma,
+            support_rule=args.support_rule,
+            sweep_n_sup_base=args.sweep_n_sup_base,
+            sweep_gamma=args.sweep_gamma,
+            calibration_queries=args.calibration_queries,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        data, embeddings = _load(args)
+    except BankError as exc:
+        print(f"smcs: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    report = run_replay(
+        embeddings,
+        data.capability,
+        data.measured,
+        data.categories,
+        data.models,
+        settings,
+        progress=progress,
+    )
+    print(render_text(report))
+    command = "smcs replay " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else None
+    if args.markdown is not None:
+        _write(args.markdown, render_markdown(report, command))
+    if args.json is not None:
+        _write(args.json, render_json(report, {"command": command, "text": args.text}))
+    return EXIT_OK
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc}; choose a writable path") from exc
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The replay data and its embeddings, from files or from a bank, models excluded."""
+    import numpy as np
+
+    from smcs_graph.embedder import default_embedder
+    from smcs_graph.evaluation import (
+        ReplayData,
+        benchmarks_dir,
+        cached_embeddings,
+        load_replay_data,
+        replay_data_from_bank,
+    )
+
+    if args.bank is not None:
+        if args.questions is not None or args.matrix is not None:
+            raise ConfigError("give either --bank or --questions/--matrix, not both")
+        from smcs_graph.bank import DEFAULT_NAME, QuestionBank
+
+        bank = QuestionBank.open(
+            args.bank, default_embedder(), name=args.bank_name or DEFAULT_NAME, create=False
+        )
+        data, embeddings = replay_data_from_bank(bank)
+    else:
+        if args.bank_name is not None:
+            raise ConfigError("--bank-name applies to --bank only")
+        folder = benchmarks_dir()
+        questions = args.questions or folder / "mmlu_pro.jsonl"
+        matrix = args.matrix or folder / "mmlu_pro_correctness_29_models.csv"
+        data = load_replay_data(questions, matrix)
+        embeddings = cached_embeddings(default_embedder(), data.texts(args.text), args.cache_dir)
+    unknown = sorted(set(args.exclude_model) - set(data.models))
+    if unknown:
+        raise ConfigError(
+            f"--exclude-model names unknown model(s) {', '.join(unknown)}; models: "
+            + ", ".join(data.models)
+        )
+    keep = [i for i, m in enumerate(data.models) if m not in set(args.exclude_model)]
+    if len(keep) < 2:
+        raise ConfigError("a replay needs at least two models; exclude fewer")
+    if len(keep) < len(data.models):
+        data = ReplayData(
+            question_ids=data.question_ids,
+            questions=data.questions,
+            categories=data.categories,
+            models=[data.models[i] for i in keep],
+            capability=data.capability[keep],
+            measured=data.measured[keep],
+            options=data.options,
+        )
+    return data, np.asarray(embeddings)

@@ -1,0 +1,128 @@
+"""Tables of a replay report: plain text for the terminal, Markdown, JSON."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from smcs_graph.evaluation.replay import METHODS, ReplayReport
+
+__all__ = ["render_json", "render_markdown", "render_text"]
+
+_LABELS = {
+    "rps": "RPS (paper rule)",
+    "rps-shrunk": "RPS, shrunk (new rule)",
+    "best-single": "best single model",
+    "per-category": "per-category router (told the category)",
+    "random": "random selection (expected)",
+    "oracle": "oracle",
+}
+
+
+def _cell(stats: dict[str, float], percent: bool = True) -> str:
+    scale = 100.0 if percent else 1.0
+    return (
+        f"{scale * stats['mean']:.2f} ± {scale * stats['std']:.2f} "
+        f"({scale * stats['min']:.2f}-{scale * stats['max']:.2f})"
+    )
+
+
+def _columns(report: ReplayReport) -> list[tuple[str, str]]:
+    ks = report.settings.coverage_k
+    coverage = [(f"top{k}_coverage", f"top-{k} cov.") for k in (3, 5) if k in ks]
+    return [("top1", "top-1"), *coverage, ("pairwise", "pairwise ranking (eq. 8)")]
+
+
+def _rows(report: ReplayReport) -> list[list[str]]:
+    rows = []
+    for method in METHODS:
+        if method not in report.results:
+            continue
+        summary = report.summary(method)
+        rows.append([_LABELS[method], *(_cell(summary[key]) for key, _ in _columns(report))])
+    return rows
+
+
+def _counts(report: ReplayReport) -> list[str]:
+    s = report.settings
+    splits = report.splits
+    evaluated = [x.evaluated for x in splits]
+    skipped = sum(x.skipped for x in splits)
+    unmeasured = [x.with_unmeasured for x in splits]
+    best = Counter(x.best_single for x in splits).most_common()
+    choices = Counter(
+        (x.shrunk.n_sup_base, x.shrunk.temperature, x.shrunk.strength)
+        for x in splits
+        if x.shrunk is not None
+    ).most_common()
+    lines = [
+        f"{report.questions} questions, {report.categories} categories, "
+        f"{len(report.models)} models; {len(splits)} seeded splits holding out "
+        f"{100 * s.test_fraction:g}% of each category; paper rule N_sup_base={s.n_sup_base}, "
+        f"gamma={s.gamma}, support rule {s.support_rule!r}.",
+        f"Test questions evaluated per split: {min(evaluated)}-{max(evaluated)}; "
+        f"skipped (fewer than two models with a record): {skipped} in all; with at least one "
+        f"model without a record (ranked among the measured models only): "
+        f"{min(unmeasured)}-{max(unmeasured)} per split.",
+        "Best single model on the bank split: "
+        + ", ".join(f"{name} ({count}x)" for name, count in best)
+        + ".",
+    ]
+    if choices:
+        lines.append(
+            "Shrunk rule settings chosen on the bank by leave-one-out (N_sup_base, "
+            "temperature, strength): "
+            + ", ".join(f"({n}, {t}, {a:g}) {count}x" for (n, t, a), count in choices)
+            + "."
+        )
+    return lines
+
+
+def render_text(report: ReplayReport) -> str:
+    """A fixed-width table for the terminal (percent: mean ± std (min-max) over seeds)."""
+    header = ["method", *(label for _, label in _columns(report))]
+    rows = _rows(report)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join([*lines, "", *_counts(report)])
+
+
+def render_markdown(report: ReplayReport, command: str | None = None) -> str:
+    """The results table, the N_sup_base x gamma sweep of the paper rule, and the counts."""
+    header = ["method", *(label for _, label in _columns(report))]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in _rows(report)]
+    out.append("")
+    out.append("Percent, mean ± std (min-max) over the splits.")
+    out += ["", *_counts(report)]
+    if report.sweep:
+        gammas = sorted({g for _, g in report.sweep})
+        out += [
+            "",
+            "Paper rule swept (top-1 / pairwise ranking score, mean over splits; a sweep on "
+            "the test splits, for reference only: the shrunk rule is tuned on the bank):",
+            "",
+            "| N_sup_base | " + " | ".join(f"gamma={g:g}" for g in gammas) + " |",
+            "|---|" + "---|" * len(gammas),
+        ]
+        sweep = report.sweep_summary()
+        for n_sup in sorted({n for n, _ in report.sweep}):
+            cells = [
+                f"{100 * sweep[(n_sup, g)]['top1']['mean']:.2f} / "
+                f"{100 * sweep[(n_sup, g)]['pairwise']['mean']:.2f}"
+                for g in gammas
+            ]
+            out.append(f"| {n_sup} | " + " | ".join(cells) + " |")
+    if command:
+        out += ["", "Made with:", "", "```", command, "```"]
+    return "\n".join(out) + "\n"
+
+
+def render_json(report: ReplayReport, extra: dict[str, Any] | None = None) -> str:
+    payload = report.as_dict()
+    if extra:
+        payload.update(extra)
+    return json.dumps(payload, indent=2, sort_keys=False)

@@ -1,0 +1,140 @@
+"""Results of `smcs eval`: one graded answer per (method, question), committed as it comes.
+
+SQLite in WAL mode: each result is one committed transaction, so a killed run loses at most the
+results in flight, and a rerun skips every (method, question) already stored. Failures (a model
+that kept failing, a grader error) are kept apart and tried again by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from smcs_graph.errors import ConfigError
+
+__all__ = ["MethodResult", "ResultStore"]
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method's graded answer to one test question."""
+
+    method: str
+    question_id: str
+    family: str
+    category: str
+    correct: bool | None
+    """None: the method does not apply to this question (e.g. a vote on code answers)."""
+    answer: str
+    extracted: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    calls: int = 0
+    """Model calls the method needs for this question (whether or not they were cached)."""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "detail": dict(self.detail)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MethodResult:
+        return cls(**dict(data))
+
+
+class ResultStore:
+    """The results of one evaluation folder, and the settings they were made with."""
+
+    def __init__(self, path: str | Path | None) -> None:
+        self._path = None if path is None else Path(path).expanduser()
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                ":memory:" if self._path is None else str(self._path), isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS results (method TEXT NOT NULL, question_id TEXT NOT "
+                "NULL, payload TEXT NOT NULL, created REAL NOT NULL, "
+                "PRIMARY KEY (method, question_id))"
+            )
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS failures (method TEXT NOT NULL, question_id TEXT NOT "
+                "NULL, error TEXT NOT NULL, PRIMARY KEY (method, question_id))"
+            )
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(
+                f"cannot use {self._path} as an evaluation results file: {exc}; choose another "
+                "--out folder"
+            ) from exc
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    def check_settings(self, settings: Mapping[str, Any]) -> None:
+        """Record the run's settings, or refuse if this folder holds results of other settings."""
+        blob = json.dumps(settings, sort_keys=True, default=str)
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO meta VALUES ('settings', ?)", (blob,))
+            return
+        stored = json.loads(row[0])
+        current = json.loads(blob)
+        if stored == current:
+            return
+        differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        details = "; ".join(
+            f"{k}: stored {stored.get(k)!r}, now {current.get(k)!r}" for k in differ
+        )
+        raise ConfigError(
+            f"{self._path} holds results made with other settings ({details}). Results of "
+            "different settings must not be mixed: give another --out folder, or delete this "
+            "one to start over."
+        )
+
+    def get(self, method: str, question_id: str) -> MethodResult | None:
+        row = self._db.execute(
+            "SELECT payload FROM results WHERE method = ? AND question_id = ?",
+            (method, question_id),
+        ).fetchone()
+        return None if row is None else MethodResult.from_json(json.loads(row[0]))
+
+    def put(self, result: MethodResult) -> None:
+        """Commit one result (a stored result is kept) and clear its failure, if any."""
+        payload = json.dumps(result.to_json(), ensure_ascii=False, default=str)
+        self._db.execute("BEGIN")
+        self._db.execute(
+            "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
+            (result.method, result.question_id, payload, time.time()),
+        )
+        self._db.execute(
+            "DELETE FROM failures WHERE method = ? AND question_id = ?",
+            (result.method, result.question_id),
+        )
+        self._db.execute("COMMIT")
+
+    def fail(self, method: str, question_id: str, error: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO failures VALUES (?, ?, ?)", (method, question_id, error)
+        )
+
+    def results(self) -> list[MethodResult]:
+        rows = self._db.execute("SELECT payload FROM results ORDER BY rowid").fetchall()
+        return [MethodResult.from_json(json.loads(row[0])) for row in rows]
+
+    def failures(self) -> dict[tuple[str, str], str]:
+        rows = self._db.execute("SELECT method, question_id, error FROM failures").fetchall()
+        return {(row[0], row[1]): row[2] for row in rows}
+
+    def close(self) -> None:
+        self._db.close()
