@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,7 +49,10 @@ class FakeChatModel(BaseChatModel):
 
     _cycle: Any = PrivateAttr(default=None)
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _calls: list[dict[str, Any]] = PrivateAttr(default_factory=list)
+    call_log_size: int = 1000
+    """How many recent calls `calls` keeps (bounded, so a long-running server on fakes does not
+    grow without end)."""
+    _calls: deque[dict[str, Any]] = PrivateAttr(default_factory=deque)
 
     @property
     def _llm_type(self) -> str:
@@ -56,7 +60,7 @@ class FakeChatModel(BaseChatModel):
 
     @property
     def calls(self) -> list[dict[str, Any]]:
-        """Every call so far: its messages and keyword arguments."""
+        """The most recent calls (up to `call_log_size`): their messages and keyword arguments."""
         return list(self._calls)
 
     def _delay(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> float:
@@ -67,6 +71,8 @@ class FakeChatModel(BaseChatModel):
     def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
         with self._lock:
             self._calls.append({"messages": messages, "kwargs": kwargs})
+            while len(self._calls) > self.call_log_size:
+                self._calls.popleft()
             if self.respond is None:
                 if self._cycle is None:
                     self._cycle = itertools.cycle(self.responses)
