@@ -72,7 +72,6 @@ _EF_CONSTRUCTION = 200
 _SLACK = 1e-4
 _PAGE = 2048
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
-_FIELDS = ("family", "source", "answer")
 
 
 @dataclass(frozen=True)
