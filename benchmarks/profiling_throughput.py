@@ -4,9 +4,11 @@ Each of MODELS fake models answers every question of an in-memory bank after sle
 LATENCY_S; answers are graded by the real multiple-choice grader and written to the bank in
 batches, with a response cache on disk. The ideal rate at concurrency c is
 MODELS * c / LATENCY_S answers per second. Prints, measured side by side in one run: answers
-per second at each concurrency and its ratio to the ideal.
+per second at each concurrency and its ratio to the ideal. The run's seconds include its
+setup (bank scan, cache open) and teardown (last bank write), as a user waits for them.
 
     .venv/bin/python benchmarks/profiling_throughput.py [--questions 160] [--latency 0.1]
+        [--concurrency 1 8 32]
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=160)
     parser.add_argument("--latency", type=float, default=0.1, help="seconds per simulated call")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
     records = [
         QuestionRecord(

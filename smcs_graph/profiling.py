@@ -7,7 +7,12 @@ profiles only that model and adding questions profiles only those.
 Resumable: every model response is committed to a `ResponseCache` (SQLite in WAL mode) before
 it is graded. A run killed at any point (even SIGKILL) and started again requests no response
 that was committed; responses whose grades had not reached the bank yet are graded again from
-the cache. A call in flight at the kill had no committed response and is made again.
+the cache. A call in flight at the kill (its response not yet committed) is made again: at
+most `concurrency` per model, since a worker takes its next question only after the commit.
+
+Speed: the event loop only makes calls. Commits run on a cache thread (responses arriving
+together share a transaction), grading runs in batches on grading threads, and the objects made
+before the run are kept out of garbage collection, whose full passes stalled every call.
 
 Calls: bounded concurrency per model endpoint, retries with exponential backoff and jitter on
 transient errors (connection errors, timeouts, HTTP 5xx, 408 and 429 rate limits; never other
@@ -18,7 +23,9 @@ transient errors (connection errors, timeouts, HTTP 5xx, 408 and 429 rate limits
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import gc
 import hashlib
 import json
 import os
@@ -26,7 +33,7 @@ import random
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +66,7 @@ DEFAULT_CONCURRENCY = 4
 
 Grader = Callable[["QuestionRecord", str], "Verdict"]
 _ERRORS_KEPT = 5  # error messages kept per model for the report
+_KEYS_PER_QUERY = 500  # under SQLite's limit on bound parameters
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
@@ -96,9 +104,9 @@ class CachedResponse:
 class ResponseCache:
     """Model responses on disk, keyed by model, question and generation settings.
 
-    SQLite in WAL mode: each `put` is one committed transaction, so a killed process loses at
-    most the response it was writing. `path=None` keeps the cache in memory (not resumable).
-    Use it from one thread at a time.
+    SQLite in WAL mode: each `put` (or `put_many`) is one committed transaction, so a killed
+    process loses at most the responses it was writing. `path=None` keeps the cache in memory
+    (not resumable). Use it from one thread at a time (any thread).
     """
 
     def __init__(self, path: str | Path | None) -> None:
@@ -109,7 +117,9 @@ class ResponseCache:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = sqlite3.connect(
-                ":memory:" if self._path is None else str(self._path), isolation_level=None
+                ":memory:" if self._path is None else str(self._path),
+                isolation_level=None,
+                check_same_thread=False,  # profiling commits on a thread of its own
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: a committed transaction survives a process kill (not power loss).
@@ -160,20 +170,40 @@ class ResponseCache:
         ).fetchone()
         return None if row is None else CachedResponse(row[0], int(row[1]), int(row[2]))
 
+    def get_many(self, keys: Sequence[str]) -> dict[str, CachedResponse]:
+        """The stored responses among `keys` (absent keys are left out)."""
+        found: dict[str, CachedResponse] = {}
+        for start in range(0, len(keys), _KEYS_PER_QUERY):
+            chunk = list(keys[start : start + _KEYS_PER_QUERY])
+            rows = self._db.execute(
+                "SELECT key, text, input_tokens, output_tokens FROM responses"
+                f" WHERE key IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            )
+            for key, text, input_tokens, output_tokens in rows:
+                found[key] = CachedResponse(text, int(input_tokens), int(output_tokens))
+        return found
+
     def put(self, key: str, model: str, question_id: str, response: CachedResponse) -> None:
         """Commit one response (a second put of the same key keeps the first)."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                key,
-                model,
-                question_id,
-                response.text,
-                response.input_tokens,
-                response.output_tokens,
-                time.time(),
-            ),
-        )
+        self.put_many([(key, model, question_id, response)])
+
+    def put_many(self, entries: Sequence[tuple[str, str, str, CachedResponse]]) -> None:
+        """Commit (key, model, question id, response) entries in one transaction."""
+        now = time.time()
+        rows = [
+            (key, model, question_id, r.text, r.input_tokens, r.output_tokens, now)
+            for key, model, question_id, r in entries
+        ]
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def __len__(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
@@ -352,6 +382,35 @@ def _text(message: AIMessage) -> str:
     return "".join(parts)
 
 
+@dataclass(frozen=True)
+class _Ungraded:
+    """A committed response waiting for its grade."""
+
+    model: str
+    record: QuestionRecord
+    text: str
+    tally: ModelTally
+
+
+def _grade_all(grader: Grader, batch: Sequence[_Ungraded]) -> list[Verdict | Exception]:
+    """Grade a batch (on a grading thread); a grader error is kept for its answer alone."""
+    outcomes: list[Verdict | Exception] = []
+    for item in batch:
+        try:
+            outcomes.append(grader(item.record, item.text))
+        except Exception as exc:
+            outcomes.append(exc)
+    return outcomes
+
+
+@dataclass(frozen=True)
+class _Uncommitted:
+    """A response on its way to the cache, and the future its worker waits on."""
+
+    entry: tuple[str, str, str, CachedResponse]
+    committed: asyncio.Future[None]
+
+
 class _Run:
     """The state of one profiling run (one event loop)."""
 
@@ -377,6 +436,14 @@ class _Run:
         self.batch_size = batch_size
         self.max_consecutive_failures = max_consecutive_failures
         self.grading = ThreadPoolExecutor(grading_workers, thread_name_prefix="smcs-grade")
+        self.grading_workers = grading_workers
+        self.ungraded: list[_Ungraded] = []
+        self.grading_batches: set[asyncio.Task[None]] = set()
+        self.cached: dict[str, CachedResponse] = {}
+        self.cache_writer = ThreadPoolExecutor(1, thread_name_prefix="smcs-cache")
+        self.uncommitted: list[_Uncommitted] = []
+        self.committing = False
+        self.closing = False
         self.progress = progress
         self.pending: dict[str, dict[str, bool]] = {}
         self.pending_count = 0
@@ -393,8 +460,9 @@ class _Run:
         attempt = 0
         while True:
             try:
-                reply = member.chat_model.ainvoke(messages, **kwargs)
-                message = await asyncio.wait_for(reply, self.timeout_s)
+                # asyncio.timeout, unlike wait_for, runs the call in this task (no task per call).
+                async with asyncio.timeout(self.timeout_s):
+                    message = await member.chat_model.ainvoke(messages, **kwargs)
             except Exception as exc:
                 if attempt >= self.retries or not is_transient(exc):
                     raise
@@ -412,7 +480,7 @@ class _Run:
     ) -> CachedResponse | None:
         """The model's response from the cache, or from a call committed to the cache."""
         key = ResponseCache.key(member.name, record.id, record.question, prompt, self.settings)
-        hit = self.cache.get(key)
+        hit = self.cached.pop(key, None)
         if hit is not None:
             tally.cached += 1
             return hit
@@ -432,30 +500,105 @@ class _Run:
             usage["input_tokens"] if usage else 0,
             usage["output_tokens"] if usage else 0,
         )
-        self.cache.put(key, member.name, record.id, response)
+        await self.commit((key, member.name, record.id, response))
         tally.calls += 1
         tally.input_tokens += response.input_tokens
         tally.output_tokens += response.output_tokens
         tally.cost += member.cost(usage)
         return response
 
-    async def grade(
+    async def commit(self, entry: tuple[str, str, str, CachedResponse]) -> None:
+        """Return once the response is committed to the cache.
+
+        Commits run on the cache thread, off the event loop; responses that arrive while one is
+        being written share the next transaction.
+        """
+        committed = asyncio.get_running_loop().create_future()
+        self.uncommitted.append(_Uncommitted(entry, committed))
+        if not self.committing:
+            self.start_commit()
+        await committed
+
+    def start_commit(self) -> None:
+        batch, self.uncommitted = self.uncommitted, []
+        self.committing = True
+        written = asyncio.get_running_loop().run_in_executor(
+            self.cache_writer, self.cache.put_many, [item.entry for item in batch]
+        )
+        written.add_done_callback(functools.partial(self.commit_done, batch))
+
+    def commit_done(self, batch: list[_Uncommitted], written: asyncio.Future[None]) -> None:
+        self.committing = False
+        for item in batch:
+            if item.committed.done():  # its worker was cancelled
+                continue
+            if written.cancelled():
+                item.committed.cancel()
+            elif (error := written.exception()) is not None:
+                item.committed.set_exception(error)
+            else:
+                item.committed.set_result(None)
+        if self.uncommitted and not self.closing:
+            self.start_commit()
+
+    def close_cache_writer(self) -> None:
+        """Finish the commit under way, then commit what cancelled workers left (paid for)."""
+        self.closing = True
+        self.cache_writer.shutdown(wait=True)
+        if self.uncommitted:
+            self.cache.put_many([item.entry for item in self.uncommitted])
+            self.uncommitted = []
+
+    def grade_later(
         self, member: PoolModel, record: QuestionRecord, text: str, tally: ModelTally
     ) -> None:
+        """Queue a committed response for grading, off the calling worker's path.
+
+        Grading runs in batches on the grading threads (one batch per free thread), so a worker
+        makes its next call at once, and the loop pays one thread hop per batch, not per answer.
+        """
+        self.ungraded.append(_Ungraded(member.name, record, text, tally))
+        if len(self.grading_batches) < self.grading_workers:
+            self.start_grading_batch()
+
+    def start_grading_batch(self) -> None:
+        batch, self.ungraded = self.ungraded, []
+        task = asyncio.ensure_future(self.grade_batch(batch))
+        self.grading_batches.add(task)
+        task.add_done_callback(self.grading_batch_done)
+
+    def grading_batch_done(self, task: asyncio.Task[None]) -> None:
+        self.grading_batches.discard(task)
+        healthy = not task.cancelled() and task.exception() is None
+        if healthy and self.ungraded and len(self.grading_batches) < self.grading_workers:
+            self.start_grading_batch()
+
+    async def grade_batch(self, batch: list[_Ungraded]) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            verdict = await loop.run_in_executor(self.grading, self.grader, record, text)
-        except Exception as exc:
-            tally.grading_errors += 1
-            tally.note(f"{record.id}: grader raised {type(exc).__name__}: {exc}")
-            return
-        correct = bool(verdict.correct)
-        self.pending.setdefault(member.name, {})[record.id] = correct
-        self.pending_count += 1
-        tally.recorded += 1
-        tally.correct += int(correct)
+        outcomes = await loop.run_in_executor(self.grading, _grade_all, self.grader, batch)
+        if self.ungraded:  # answers that arrived meanwhile are graded while this batch is stored
+            self.start_grading_batch()
+        for item, outcome in zip(batch, outcomes, strict=True):
+            tally = item.tally
+            if isinstance(outcome, Exception):
+                tally.grading_errors += 1
+                tally.note(f"{item.record.id}: grader raised {type(outcome).__name__}: {outcome}")
+            else:
+                correct = bool(outcome.correct)
+                self.pending.setdefault(item.model, {})[item.record.id] = correct
+                self.pending_count += 1
+                tally.recorded += 1
+                tally.correct += int(correct)
+            self.advance(tally)
         if self.pending_count >= self.batch_size:
             await self.flush()
+
+    async def finish_grading(self) -> None:
+        """Wait until every queued response is graded and its batch handled."""
+        while self.grading_batches or self.ungraded:
+            if not self.grading_batches:
+                self.start_grading_batch()
+            await asyncio.gather(*self.grading_batches)
 
     async def flush(self) -> None:
         """Write the graded results gathered so far to the bank (one batch)."""
@@ -478,9 +621,10 @@ class _Run:
             except asyncio.QueueEmpty:
                 return
             response = await self.answer(member, record, prompts[record.id], tally)
-            if response is not None:
-                await self.grade(member, record, response.text, tally)
-            self.advance(tally)
+            if response is None:
+                self.advance(tally)
+            else:
+                self.grade_later(member, record, response.text, tally)
 
     def advance(self, tally: ModelTally) -> None:
         if self.bar is not None:
@@ -488,6 +632,24 @@ class _Run:
             failed = sum(t.failures + t.grading_errors for t in self.tallies.values())
             if failed:
                 self.bar.set_postfix(failed=failed, refresh=False)
+
+
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Leave the objects made before the run out of garbage collection until it ends.
+
+    A full collection walks every object in the process (bank, models, their libraries); here
+    that paused the event loop, and with it every call in flight, for about 100 ms per pass.
+    A heap already frozen by the caller is left as it is.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 async def aprofile_pool(
@@ -545,66 +707,78 @@ async def aprofile_pool(
     else:
         response_cache = ResponseCache(cache if cache is not None else default_cache_path(bank))
 
-    # What is left: per model, the bank questions without a recorded result.
-    await asyncio.to_thread(bank.refresh)
-    ids = bank.question_ids()
-    _, measured = bank.capability(names)
-    todo = {
-        name: [ids[i] for i in range(len(ids)) if not measured[row, i]]
-        for row, name in enumerate(names)
-    }
-    wanted = sorted({i for pending in todo.values() for i in pending})
-    stored = await asyncio.to_thread(bank.get, wanted)
-    records, skipped = _gradable(stored, graded_families=None if grader else _known_families())
-    todo = {name: [i for i in pending if i in records] for name, pending in todo.items()}
-    prompts = {id_: _prompt_for(record) for id_, record in records.items()}
+    with _heap_frozen():
+        # What is left: per model, the bank questions without a recorded result.
+        await asyncio.to_thread(bank.refresh)
+        ids = bank.question_ids()
+        _, measured = bank.capability(names)
+        todo = {
+            name: [ids[i] for i in range(len(ids)) if not measured[row, i]]
+            for row, name in enumerate(names)
+        }
+        wanted = sorted({i for pending in todo.values() for i in pending})
+        stored = await asyncio.to_thread(bank.get, wanted)
+        records, skipped = _gradable(stored, graded_families=None if grader else _known_families())
+        todo = {name: [i for i in pending if i in records] for name, pending in todo.items()}
+        prompts = {id_: _prompt_for(record) for id_, record in records.items()}
 
-    run = _Run(
-        bank,
-        pool,
-        response_cache,
-        grader or _default_grader(),
-        settings,
-        retries=retries,
-        backoff_s=backoff_s,
-        timeout_s=timeout_s,
-        batch_size=batch_size,
-        max_consecutive_failures=max_consecutive_failures,
-        grading_workers=grading_workers or max(2, os.cpu_count() or 2),
-        progress=progress,
-    )
-    workers: list[asyncio.Task[None]] = []
-    total = sum(len(p) for p in todo.values())
-    try:
-        if progress and total:
-            from tqdm.auto import tqdm
-
-            run.bar = tqdm(total=total, unit="answer", file=sys.stderr, dynamic_ncols=True)
-        for name in names:
-            member = pool[name]
-            tally = run.tallies[name] = ModelTally(pending=len(todo[name]))
-            queue: asyncio.Queue[QuestionRecord] = asyncio.Queue()
-            for id_ in todo[name]:
-                queue.put_nowait(records[id_])
-            limit = concurrency or member.max_concurrency or DEFAULT_CONCURRENCY
-            workers += [
-                asyncio.create_task(run.worker(member, queue, prompts, tally))
-                for _ in range(min(limit, len(todo[name])))
+        run = _Run(
+            bank,
+            pool,
+            response_cache,
+            grader or _default_grader(),
+            settings,
+            retries=retries,
+            backoff_s=backoff_s,
+            timeout_s=timeout_s,
+            batch_size=batch_size,
+            max_consecutive_failures=max_consecutive_failures,
+            grading_workers=grading_workers or max(2, os.cpu_count() or 2),
+            progress=progress,
+        )
+        # One bulk read: the run then touches the cache only to commit, on its own thread.
+        run.cached = response_cache.get_many(
+            [
+                ResponseCache.key(name, id_, records[id_].question, prompts[id_], settings)
+                for name in names
+                for id_ in todo[name]
             ]
-        await asyncio.gather(*workers)
-    finally:
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        )
+        workers: list[asyncio.Task[None]] = []
+        total = sum(len(p) for p in todo.values())
         try:
-            await run.flush()
+            if progress and total:
+                from tqdm.auto import tqdm
+
+                run.bar = tqdm(total=total, unit="answer", file=sys.stderr, dynamic_ncols=True)
+            for name in names:
+                member = pool[name]
+                tally = run.tallies[name] = ModelTally(pending=len(todo[name]))
+                queue: asyncio.Queue[QuestionRecord] = asyncio.Queue()
+                for id_ in todo[name]:
+                    queue.put_nowait(records[id_])
+                limit = concurrency or member.max_concurrency or DEFAULT_CONCURRENCY
+                workers += [
+                    asyncio.create_task(run.worker(member, queue, prompts, tally))
+                    for _ in range(min(limit, len(todo[name])))
+                ]
+            await asyncio.gather(*workers)
+            await run.finish_grading()
         finally:
-            run.grading.shutdown(wait=False, cancel_futures=True)
-            if run.bar is not None:
-                run.bar.close()
-            if owned_cache:
-                response_cache.close()
-    return ProfileReport(run.tallies, time.monotonic() - started, response_cache.path, skipped)
+            # Results not graded yet are in the cache; a rerun grades them again.
+            for task in [*workers, *run.grading_batches]:
+                task.cancel()
+            await asyncio.gather(*workers, *run.grading_batches, return_exceptions=True)
+            try:
+                run.close_cache_writer()
+                await run.flush()
+            finally:
+                run.grading.shutdown(wait=False, cancel_futures=True)
+                if run.bar is not None:
+                    run.bar.close()
+                if owned_cache:
+                    response_cache.close()
+        return ProfileReport(run.tallies, time.monotonic() - started, response_cache.path, skipped)
 
 
 def _synchronous(run: Callable[_P, Awaitable[_T]]) -> Callable[_P, _T]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import signal
@@ -233,6 +234,36 @@ def test_cached_responses_are_regraded_when_the_bank_write_was_lost(tmp_path: Pa
     assert len(fresh.calls) == 0
     assert report.models["alpha"].cached == 2 and report.models["alpha"].recorded == 2
     np.testing.assert_array_equal(bank.capability(["alpha"])[0], expected)
+
+
+def test_bulk_cache_reads_and_writes_match_single_ones(tmp_path: Path) -> None:
+    with ResponseCache(tmp_path / "responses.sqlite") as cache:
+        cache.put_many(
+            [(f"k{i}", "m", f"q{i}", CachedResponse(f"text {i}", i, 2 * i)) for i in range(1200)]
+        )
+        cache.put_many([("k7", "m", "q7", CachedResponse("second", 0, 0))])  # the first is kept
+        keys = [f"k{i}" for i in range(0, 1300, 3)]  # past SQLite's bound parameters per query
+        found = cache.get_many(keys)
+        assert set(found) == {k for k in keys if int(k[1:]) < 1200}
+        assert all(found[k] == cache.get(k) for k in found)
+        assert cache.get("k7") == CachedResponse("text 7", 7, 14)
+        assert len(cache) == 1200
+
+
+def test_the_run_thaws_the_heap_it_froze_and_keeps_a_callers_freeze() -> None:
+    records = mc_records(4)
+    profile_pool(new_bank(records), Pool.from_chat_models({"alpha": answering("alpha")}))
+    assert gc.get_freeze_count() == 0
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        report = profile_pool(
+            new_bank(records), Pool.from_chat_models({"alpha": answering("alpha")})
+        )
+        assert report.models["alpha"].recorded == 4
+        assert gc.get_freeze_count() >= frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_other_generation_settings_miss_the_cache(tmp_path: Path) -> None:
