@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import random
-import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from langchain_core.messages import AIMessage, HumanMessage
 
+from smcs_graph._sqlite import open_wal
 from smcs_graph.bank import BankQuestion, QuestionBank
 from smcs_graph.errors import ConfigError
 from smcs_graph.pool import Pool, PoolModel
@@ -111,31 +111,18 @@ class ResponseCache:
 
     def __init__(self, path: str | Path | None) -> None:
         self._path = None if path is None else Path(path).expanduser()
-        if self._path is not None:
-            if self._path.is_dir():
-                raise ConfigError(f"cache path {self._path} is a folder; give a file path")
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(
-                ":memory:" if self._path is None else str(self._path),
-                isolation_level=None,
-                check_same_thread=False,  # profiling commits on a thread of its own
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: a committed transaction survives a process kill (not power loss).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.execute(
+        self._db = open_wal(
+            self._path,
+            [
                 "CREATE TABLE IF NOT EXISTS responses ("
                 " key TEXT PRIMARY KEY, model TEXT NOT NULL, question_id TEXT NOT NULL,"
                 " text TEXT NOT NULL, input_tokens INTEGER NOT NULL,"
                 " output_tokens INTEGER NOT NULL, created REAL NOT NULL)"
-            )
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(
-                f"cannot use {self._path} as a response cache: {exc}; give the path of a cache "
-                "file written by `smcs profile`, or a new file"
-            ) from exc
+            ],
+            what="a response cache",
+            hint="give the path of a cache file written by `smcs profile`, or a new file",
+            any_thread=True,  # profiling commits on a thread of its own
+        )
 
     @property
     def path(self) -> Path | None:

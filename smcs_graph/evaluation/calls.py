@@ -22,7 +22,6 @@ import contextvars
 import hashlib
 import json
 import random
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
-from smcs_graph.errors import ConfigError
+from smcs_graph._sqlite import open_wal
 
 __all__ = ["CachedChatModel", "CallCache", "CallScope", "call_key", "call_scope"]
 
@@ -122,27 +121,15 @@ class CallCache:
 
     def __init__(self, path: str | Path | None) -> None:
         self._path = None if path is None else Path(path).expanduser()
-        if self._path is not None:
-            if self._path.is_dir():
-                raise ConfigError(f"call cache path {self._path} is a folder; give a file path")
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(
-                ":memory:" if self._path is None else str(self._path), isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: a committed transaction survives a process kill (not power loss).
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.execute(
+        self._db = open_wal(
+            self._path,
+            [
                 "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT NOT NULL,"
                 " response TEXT NOT NULL, created REAL NOT NULL)"
-            )
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(
-                f"cannot use {self._path} as a call cache: {exc}; give the path of a cache "
-                "written by `smcs eval`, or a new file"
-            ) from exc
+            ],
+            what="a call cache",
+            hint="give the path of a cache written by `smcs eval`, or a new file",
+        )
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.hits = 0
         """Requests answered from the cache in this process."""

@@ -8,13 +8,13 @@ that kept failing, a grader error) are kept apart and tried again by the next ru
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smcs_graph._sqlite import open_wal
 from smcs_graph.errors import ConfigError
 
 __all__ = ["MethodResult", "ResultStore"]
@@ -52,30 +52,19 @@ class ResultStore:
 
     def __init__(self, path: str | Path | None) -> None:
         self._path = None if path is None else Path(path).expanduser()
-        if self._path is not None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._db = sqlite3.connect(
-                ":memory:" if self._path is None else str(self._path), isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-            self._db.execute(
+        self._db = open_wal(
+            self._path,
+            [
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)",
                 "CREATE TABLE IF NOT EXISTS results (method TEXT NOT NULL, question_id TEXT NOT "
                 "NULL, payload TEXT NOT NULL, created REAL NOT NULL, "
-                "PRIMARY KEY (method, question_id))"
-            )
-            self._db.execute(
+                "PRIMARY KEY (method, question_id))",
                 "CREATE TABLE IF NOT EXISTS failures (method TEXT NOT NULL, question_id TEXT NOT "
-                "NULL, error TEXT NOT NULL, PRIMARY KEY (method, question_id))"
-            )
-        except sqlite3.DatabaseError as exc:
-            raise ConfigError(
-                f"cannot use {self._path} as an evaluation results file: {exc}; choose another "
-                "--out folder"
-            ) from exc
+                "NULL, error TEXT NOT NULL, PRIMARY KEY (method, question_id))",
+            ],
+            what="an evaluation results file",
+            hint="choose another --out folder",
+        )
 
     @property
     def path(self) -> Path | None:
