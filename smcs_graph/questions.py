@@ -539,7 +539,7 @@ def load_huggingface(
     except ImportError as exc:
         raise ImportError(
             "loading from the Hugging Face Hub needs the optional 'datasets' package "
-            "(pip install datasets); or download the file and use load_benchmark(path)"
+            "(pip install 'smcs-graph[hf]'); or download the file and use load_benchmark(path)"
         ) from exc
     try:
         rows = datasets.load_dataset(name, config, split=split)

@@ -319,7 +319,7 @@ def test_hugging_face_rows_map_onto_records(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_hugging_face_errors_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
-    with pytest.raises(ImportError, match="pip install datasets"):
+    with pytest.raises(ImportError, match=r"pip install 'smcs-graph\[hf\]'"):
         load_huggingface("openai/gsm8k", "test")
 
     def offline(*args: object, **kwargs: object) -> None:
