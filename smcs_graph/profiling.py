@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -78,12 +78,23 @@ class GenerationSettings:
     max_tokens: int = 1024
     temperature: float = 0.0
     seed: int | None = 0
+    family_max_tokens: tuple[tuple[str, int], ...] = ()
+    """Per-family answer limits that replace `max_tokens`, e.g. (("multiple_choice", 64),):
+    a letter needs few tokens, a program many."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be an integer >= 1, got {self.max_tokens!r}")
+        for label, value in (("max_tokens", self.max_tokens), *self.family_max_tokens):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"max_tokens for {label} must be an integer >= 1, got {value!r}")
         if not isinstance(self.temperature, int | float) or self.temperature < 0:
             raise ConfigError(f"temperature must be a number >= 0, got {self.temperature!r}")
+
+    def for_family(self, family: str) -> GenerationSettings:
+        """The settings one question of `family` is asked with (its cache key uses these)."""
+        if not self.family_max_tokens:
+            return self
+        limit = dict(self.family_max_tokens).get(family, self.max_tokens)
+        return replace(self, max_tokens=limit, family_max_tokens=())
 
     def call_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens}
@@ -440,10 +451,12 @@ class _Run:
         self.consecutive: dict[str, int] = {}
         self.bar: Any = None
 
-    async def call(self, member: PoolModel, prompt: str, tally: ModelTally) -> AIMessage:
+    async def call(
+        self, member: PoolModel, prompt: str, tally: ModelTally, settings: GenerationSettings
+    ) -> AIMessage:
         """One model call with retries on transient errors (exponential backoff + jitter)."""
         messages = [HumanMessage(content=prompt)]
-        kwargs = self.settings.call_kwargs() if member.sampling_kwargs else {}
+        kwargs = settings.call_kwargs() if member.sampling_kwargs else {}
         attempt = 0
         while True:
             try:
@@ -466,13 +479,14 @@ class _Run:
         self, member: PoolModel, record: QuestionRecord, prompt: str, tally: ModelTally
     ) -> CachedResponse | None:
         """The model's response from the cache, or from a call committed to the cache."""
-        key = ResponseCache.key(member.name, record.id, record.question, prompt, self.settings)
+        settings = self.settings.for_family(record.family)
+        key = ResponseCache.key(member.name, record.id, record.question, prompt, settings)
         hit = self.cached.pop(key, None)
         if hit is not None:
             tally.cached += 1
             return hit
         try:
-            message = await self.call(member, prompt, tally)
+            message = await self.call(member, prompt, tally, settings)
         except Exception as exc:
             tally.failures += 1
             tally.note(f"{record.id}: {type(exc).__name__}: {exc}")
@@ -650,6 +664,7 @@ async def aprofile_pool(
     backoff_s: float = 1.0,
     timeout_s: float | None = 600.0,
     max_tokens: int = 1024,
+    family_max_tokens: Mapping[str, int] | None = None,
     temperature: float = 0.0,
     seed: int | None = 0,
     grader: Grader | None = None,
@@ -687,7 +702,12 @@ async def aprofile_pool(
         raise ConfigError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
     if not backoff_s >= 0:
         raise ConfigError(f"backoff_s must be >= 0 seconds, got {backoff_s!r}")
-    settings = GenerationSettings(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    settings = GenerationSettings(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        family_max_tokens=tuple(sorted((family_max_tokens or {}).items())),
+    )
     owned_cache = not isinstance(cache, ResponseCache)
     if isinstance(cache, ResponseCache):
         response_cache = cache
@@ -726,7 +746,13 @@ async def aprofile_pool(
         # One bulk read: the run then touches the cache only to commit, on its own thread.
         run.cached = response_cache.get_many(
             [
-                ResponseCache.key(name, id_, records[id_].question, prompts[id_], settings)
+                ResponseCache.key(
+                    name,
+                    id_,
+                    records[id_].question,
+                    prompts[id_],
+                    settings.for_family(records[id_].family),
+                )
                 for name in names
                 for id_ in todo[name]
             ]

@@ -63,6 +63,14 @@ def register(commands: Any) -> None:
         help="answer length limit in tokens (default: %(default)s)",
     )
     parser.add_argument(
+        "--max-tokens-for",
+        action="append",
+        default=[],
+        metavar="FAMILY=N",
+        help="answer limit for one family, replacing --max-tokens there (repeatable), e.g. "
+        "--max-tokens-for multiple_choice=64 --max-tokens-for code=384",
+    )
+    parser.add_argument(
         "--temperature",
         type=float,
         default=0.0,
@@ -136,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 backoff_s=args.backoff,
                 timeout_s=args.timeout,
                 max_tokens=args.max_tokens,
+                family_max_tokens=_family_limits(args.max_tokens_for),
                 temperature=args.temperature,
                 seed=args.seed,
                 batch_size=args.batch_size,
@@ -156,3 +165,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(report.summary())
     return EXIT_FAILED if report.failed else EXIT_OK
+
+
+def _family_limits(items: list[str]) -> dict[str, int]:
+    """`FAMILY=N` pairs of --max-tokens-for."""
+    limits: dict[str, int] = {}
+    for item in items:
+        family, sep, value = item.partition("=")
+        if not sep or not family.strip() or not value.strip().isdigit():
+            raise ConfigError(f"--max-tokens-for expects FAMILY=N, got {item!r}")
+        limits[family.strip()] = int(value)
+    return limits

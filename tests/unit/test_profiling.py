@@ -279,6 +279,38 @@ def test_other_generation_settings_miss_the_cache(tmp_path: Path) -> None:
     assert len(fake.calls) == 3 and fake.calls[0]["kwargs"]["max_tokens"] == 16
 
 
+def test_per_family_answer_limits_and_their_cache_keys(tmp_path: Path) -> None:
+    numeric = [
+        QuestionRecord(
+            id=f"num/{i}", family="numeric", question=f"What is {i} plus 1?", answer=str(i + 1)
+        )
+        for i in range(2)
+    ]
+    records = mc_records(2) + numeric
+    cache = tmp_path / "responses.sqlite"
+    fake = answering("alpha")
+    profile_pool(
+        new_bank(records),
+        Pool.from_chat_models({"alpha": fake}),
+        cache=cache,
+        max_tokens=300,
+        family_max_tokens={"multiple_choice": 8},
+    )
+    limits = sorted(call["kwargs"]["max_tokens"] for call in fake.calls)
+    assert limits == [8, 8, 300, 300]
+    # a run whose plain limit equals a family's limit reuses those responses
+    again = answering("alpha")
+    profile_pool(
+        new_bank(mc_records(2)),
+        Pool.from_chat_models({"alpha": again}),
+        cache=cache,
+        max_tokens=8,
+    )
+    assert again.calls == []
+    with pytest.raises(ConfigError, match="multiple_choice"):
+        GenerationSettings(family_max_tokens=(("multiple_choice", 0),))
+
+
 def test_the_default_cache_lies_beside_an_on_disk_bank(tmp_path: Path) -> None:
     bank = new_bank(mc_records(2), tmp_path / "bank")
     report = profile_pool(bank, Pool.from_chat_models({"alpha": answering("alpha")}))
