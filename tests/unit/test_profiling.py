@@ -250,20 +250,29 @@ def test_bulk_cache_reads_and_writes_match_single_ones(tmp_path: Path) -> None:
         assert len(cache) == 1200
 
 
-def test_the_run_thaws_the_heap_it_froze_and_keeps_a_callers_freeze() -> None:
+def test_the_run_thaws_the_heap_it_froze_and_keeps_a_callers_freeze(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Spies, not freeze counts: frozen objects that are freed leave the count, so it drifts.
+    calls: list[str] = []
+    real_freeze, real_unfreeze = gc.freeze, gc.unfreeze
+    monkeypatch.setattr(gc, "freeze", lambda: (calls.append("freeze"), real_freeze())[1])
+    monkeypatch.setattr(gc, "unfreeze", lambda: (calls.append("unfreeze"), real_unfreeze())[1])
     records = mc_records(4)
     profile_pool(new_bank(records), Pool.from_chat_models({"alpha": answering("alpha")}))
-    assert gc.get_freeze_count() == 0
-    gc.freeze()
+    assert calls == ["freeze", "unfreeze"] and gc.get_freeze_count() == 0
+
+    real_freeze()  # the caller's own freeze
     try:
-        frozen = gc.get_freeze_count()
+        calls.clear()
         report = profile_pool(
             new_bank(records), Pool.from_chat_models({"alpha": answering("alpha")})
         )
         assert report.models["alpha"].recorded == 4
-        assert gc.get_freeze_count() >= frozen
+        assert calls == []  # left as the caller set it
+        assert gc.get_freeze_count() > 0
     finally:
-        gc.unfreeze()
+        real_unfreeze()
 
 
 def test_other_generation_settings_miss_the_cache(tmp_path: Path) -> None:
