@@ -173,6 +173,28 @@ class SMCSConfig:
             raise ConfigError(f"invalid SMCS configuration: {exc}") from exc
 
 
+def context_schema(defaults: SMCSConfig) -> type[SMCSConfig]:
+    """`SMCSConfig` itself for the paper's defaults, else a subclass whose field defaults are
+    `defaults`: LangGraph fills a run's partial context (a mapping from its HTTP API or Studio)
+    from the schema's defaults, so a graph built with local settings keeps them for every field
+    a run does not set. Studio's settings form shows the same defaults."""
+    if defaults == SMCSConfig():
+        return SMCSConfig
+    specs = [
+        (
+            f.name,
+            f.type,
+            dataclasses.field(default=getattr(defaults, f.name), metadata=f.metadata),
+        )
+        for f in dataclasses.fields(SMCSConfig)
+    ]
+    schema = dataclasses.make_dataclass("SMCSConfig", specs, bases=(SMCSConfig,), kw_only=True)
+    schema.__module__ = __name__
+    schema.__doc__ = SMCSConfig.__doc__
+    schema.__qualname__ = "SMCSConfig"
+    return schema
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from langgraph.graph import END, START, StateGraph
 
 from smcs_graph.bank import QuestionBank
-from smcs_graph.config import SMCSConfig
+from smcs_graph.config import SMCSConfig, context_schema
 from smcs_graph.embedder import Embedder, default_embedder
 from smcs_graph.nodes._common import Services
 from smcs_graph.nodes.aggregate import make_aggregate
@@ -52,7 +52,10 @@ def build_graph(
         config=config if config is not None else SMCSConfig(),
     )
     builder = StateGraph(
-        SMCSState, context_schema=SMCSConfig, input_schema=SMCSInput, output_schema=SMCSOutput
+        SMCSState,
+        context_schema=context_schema(services.config),
+        input_schema=SMCSInput,
+        output_schema=SMCSOutput,
     )
     builder.add_node("select_priors", make_select_priors(services))
     builder.add_node("referencer", make_referencer(services))

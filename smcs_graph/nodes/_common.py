@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,8 +49,10 @@ def run_config(services: Services) -> SMCSConfig:
         return services.config
     if isinstance(context, SMCSConfig):
         return context
-    if isinstance(context, Mapping):  # LangGraph's HTTP API and Studio send plain JSON
-        return SMCSConfig.from_mapping(context)
+    if isinstance(context, Mapping):  # plain JSON: the fields it sets override the graph's
+        base = services.config
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+        return SMCSConfig.from_mapping({**fields, **context})
     raise TypeError(f"graph context must be an SMCSConfig or a mapping, got {type(context)}")
 
 

@@ -110,6 +110,21 @@ def test_context_overrides_the_default_config_also_as_a_mapping(pool, bank, embe
     assert len(out["trace"]["referencers"]) == 1
 
 
+def test_a_partial_context_keeps_the_graphs_own_settings(pool, bank, embedder) -> None:
+    # LangGraph's server and Studio send a mapping and fill what it leaves out from the context
+    # schema: the graph's own settings (here n=4, k=3), never the paper's (n=8, k=7).
+    graph = compile_graph(pool, bank, embedder)
+    schema = graph.builder.context_schema
+    assert issubclass(schema, SMCSConfig) and schema().n_aggregations == 4
+    for context in ({"k": 2}, schema(k=2)):
+        out = graph.invoke({"question": "What is 9 times 6?"}, RUN, context=context)
+        assert len(out["trace"]["referencers"]) == 2
+        assert len(out["trace"]["candidates"]) == 4
+    out = graph.invoke({"question": "What is 9 times 6?"}, RUN, context={})
+    assert len(out["trace"]["referencers"]) == 3 and len(out["trace"]["candidates"]) == 4
+    assert build_graph(pool, bank, embedder).compile().builder.context_schema is SMCSConfig
+
+
 def test_aggregator_sees_numbered_candidates_and_the_conversation(pool, bank, embedder, fakes):
     history: list[BaseMessage] = [
         SystemMessage("Be brief."),
