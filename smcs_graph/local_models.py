@@ -832,9 +832,18 @@ class LocalServerManager:
         self._closed = False
 
     def ensure(
-        self, names: Iterable[str] | str, threads: int = 1, *, n_ctx: int | None = None
+        self,
+        names: Iterable[str] | str,
+        threads: int = 1,
+        *,
+        n_ctx: int | None = None,
+        parallel: int = 1,
     ) -> dict[str, str]:
         """Base URLs of the named models' servers, starting those not yet running (in parallel).
+
+        ``parallel`` slots decode that many requests together in one batch (llama.cpp's
+        continuous batching: on a CPU, 3 slots answer 3 requests in far less than 3x the time
+        of one); each slot gets the full context (``n_ctx`` defaults to the model's, per slot).
 
         Raises ``LocalModelError`` naming every model that failed; the others keep running.
         """
@@ -854,13 +863,13 @@ class LocalServerManager:
                     to_start.append((name, future))
                 waiting[name] = future
         if len(to_start) == 1:
-            self._start_one(*to_start[0], threads=threads, n_ctx=n_ctx)
+            self._start_one(*to_start[0], threads=threads, n_ctx=n_ctx, parallel=parallel)
         else:
             starters = [
                 threading.Thread(
                     target=self._start_one,
                     args=(name, future),
-                    kwargs={"threads": threads, "n_ctx": n_ctx},
+                    kwargs={"threads": threads, "n_ctx": n_ctx, "parallel": parallel},
                     name=f"smcs-start-{name}",
                     daemon=True,
                 )
@@ -885,12 +894,20 @@ class LocalServerManager:
         return urls
 
     def _start_one(
-        self, name: str, future: Future[LocalModelServer], *, threads: int, n_ctx: int | None
+        self,
+        name: str,
+        future: Future[LocalModelServer],
+        *,
+        threads: int,
+        n_ctx: int | None,
+        parallel: int = 1,
     ) -> None:
+        per_slot = n_ctx if n_ctx is not None else get_spec(name).n_ctx
         server = LocalModelServer(
             name,
             threads=threads,
-            n_ctx=n_ctx,
+            n_ctx=per_slot * parallel,
+            n_parallel=parallel,
             cache_dir=self.cache_dir,
             startup_timeout=self.startup_timeout,
         )
@@ -996,10 +1013,12 @@ def local_chat_model(
     *,
     manager: LocalServerManager | None = None,
     threads: int = 1,
+    parallel: int = 1,
     **kwargs: Any,
 ) -> ChatOpenAI:
     """A ``ChatOpenAI`` on the local server of ``name`` (started on first use, with ``threads``
-    threads if this call starts it; a running server is shared as it is).
+    threads and ``parallel`` batched slots if this call starts it; a running server is shared
+    as it is).
 
     Defaults: ``logprobs=True`` (per-token logprobs in
     ``msg.response_metadata["logprobs"]["content"]``), ``use_responses_api=False``,
@@ -1016,7 +1035,9 @@ def local_chat_model(
         )
     from langchain_openai import ChatOpenAI
 
-    base_url = (manager or get_local_servers()).ensure([name], threads=threads)[name]
+    base_url = (manager or get_local_servers()).ensure([name], threads=threads, parallel=parallel)[
+        name
+    ]
     http_client, http_async_client = _loopback_http_clients()
     settings: dict[str, Any] = {
         "base_url": base_url,

@@ -34,6 +34,8 @@ _MODEL_KEYS = {
     "cost",
     "extra_body",
     "local",
+    "threads",
+    "parallel",
     "class",
     "kwargs",
     "sampling_kwargs",
@@ -220,7 +222,13 @@ def _model_from_entry(entry: Any, index: int, source: str) -> PoolModel:
     elif entry.get("local"):
         from smcs_graph.local_models import local_chat_model
 
-        chat_model = local_chat_model(name)
+        server: dict[str, int] = {}
+        for key in ("threads", "parallel"):
+            value = entry.get(key, 1)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{where}: {key!r} must be an integer >= 1 (got {value!r})")
+            server[key] = value
+        chat_model = local_chat_model(name, threads=server["threads"], parallel=server["parallel"])
     else:
         base_url = entry.get("base_url")
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
@@ -241,7 +249,17 @@ def _model_from_entry(entry: Any, index: int, source: str) -> PoolModel:
 
 
 # Keys that configure the built-in OpenAI-compatible client; a `class:` entry takes `kwargs`.
-_ENDPOINT_KEYS = ("base_url", "model", "api_key", "api_key_env", "extra_body", "timeout_s", "local")
+_ENDPOINT_KEYS = (
+    "base_url",
+    "model",
+    "api_key",
+    "api_key_env",
+    "extra_body",
+    "timeout_s",
+    "local",
+    "threads",
+    "parallel",
+)
 
 
 def _class_chat_model(entry: Mapping[str, Any], where: str) -> BaseChatModel:

@@ -82,3 +82,17 @@ def test_missing_file_and_unknown_model() -> None:
     pool = Pool.from_chat_models({"a": FakeChatModel()})
     with pytest.raises(ConfigError, match="not in the pool"):
         pool["b"]
+
+
+@pytest.mark.parametrize("key", ["threads", "parallel"])
+@pytest.mark.parametrize("value", [0, -1, "2", 1.5, True])
+def test_local_server_settings_must_be_positive_integers(key: str, value: object) -> None:
+    config = {"models": [{"name": "smollm2-135m", "local": True, key: value}]}
+    with pytest.raises(ConfigError, match=f"'{key}' must be an integer >= 1"):
+        Pool.from_config(config)
+
+
+def test_local_server_settings_belong_to_local_entries_only() -> None:
+    config = {"models": [{"name": "m", "class": "x.y:Z", "threads": 2}]}
+    with pytest.raises(ConfigError, match="apply to the built-in OpenAI-compatible client only"):
+        Pool.from_config(config)
