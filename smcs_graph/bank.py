@@ -129,6 +129,8 @@ class Support:
     models: list[str]
     threshold: float
     bank_size: int
+    categories: list[str] = field(default_factory=list)
+    """Each support question's category (its family where it has none), for the 'hier' rule."""
 
 
 def _result_key(model: str) -> str:
@@ -148,6 +150,11 @@ def _metadata(q: BankQuestion) -> dict[str, Any]:
 
 def _record_json(record: Mapping[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, ensure_ascii=False)
+
+
+def _category_of(meta: Mapping[str, Any]) -> str:
+    """The group a question's 'hier' prior pools over: its category, else its family."""
+    return str(meta.get("category") or meta.get("family", "general"))
 
 
 def _question(id_: str, document: str | None, meta: Mapping[str, Any] | None) -> BankQuestion:
@@ -252,10 +259,11 @@ class _Snapshot:
     families: list[str]
     matrix: NDArray[np.float32]  # (N, d), unit rows
     results: dict[str, NDArray[np.int8]]  # model -> (N,): 1, 0, or -1 = not measured
+    categories: list[str]  # category, else family (`_category_of`)
 
     @classmethod
     def empty(cls, dim: int) -> _Snapshot:
-        return cls([], {}, [], [], np.zeros((0, dim), dtype=np.float32), {})
+        return cls([], {}, [], [], np.zeros((0, dim), dtype=np.float32), {}, [])
 
     def capability(
         self, models: Sequence[str], columns: NDArray[np.intp]
@@ -281,22 +289,26 @@ class _Snapshot:
         families: Sequence[str],
         vectors: Mapping[str, NDArray[np.float32]],
         cleared: set[str],
+        categories: Sequence[str],
     ) -> _Snapshot:
         """This snapshot with rows upserted (new ids appended) and `cleared` results dropped."""
         all_ids, index = list(self.ids), dict(self.index)
         all_texts, all_families = list(self.texts), list(self.families)
+        all_categories = list(self.categories)
         new_vectors: list[NDArray[np.float32]] = []
         changed: list[tuple[int, NDArray[np.float32]]] = []
-        for id_, text, family in zip(ids, texts, families, strict=True):
+        for id_, text, family, category in zip(ids, texts, families, categories, strict=True):
             pos = index.get(id_)
             if pos is None:
                 index[id_] = len(all_ids)
                 all_ids.append(id_)
                 all_texts.append(text)
                 all_families.append(family)
+                all_categories.append(category)
                 new_vectors.append(vectors[id_])
             else:
                 all_texts[pos], all_families[pos] = text, family
+                all_categories[pos] = category
                 if id_ in vectors:
                     changed.append((pos, vectors[id_]))
         matrix = self.matrix
@@ -314,7 +326,7 @@ class _Snapshot:
             updated[clear_pos] = -1
             if (updated >= 0).any():
                 results[model] = updated
-        return _Snapshot(all_ids, index, all_texts, all_families, matrix, results)
+        return _Snapshot(all_ids, index, all_texts, all_families, matrix, results, all_categories)
 
     def with_results(self, model: str, outcomes: Mapping[str, int | None]) -> _Snapshot:
         values = self.results.get(model)
@@ -326,7 +338,9 @@ class _Snapshot:
             results[model] = values
         else:
             results.pop(model, None)
-        return _Snapshot(self.ids, self.index, self.texts, self.families, self.matrix, results)
+        return _Snapshot(
+            self.ids, self.index, self.texts, self.families, self.matrix, results, self.categories
+        )
 
 
 class QuestionBank:
@@ -367,6 +381,10 @@ class QuestionBank:
         self._snapshot: _Snapshot | None = None
         self._index: tuple[_Snapshot, VectorIndex] | None = None
         self._accuracy: tuple[_Snapshot, dict[str, float]] | None = None
+        self._category_counts: (
+            tuple[_Snapshot, list[str], dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]]]
+            | None
+        ) = None
         self._collection = self._open_collection(create)
         self._check_collection(allow_incomplete)
         self._max_batch = max(1, int(client.get_max_batch_size()))
@@ -673,6 +691,7 @@ class QuestionBank:
         ids: list[str] = []
         texts: list[str] = []
         families: list[str] = []
+        categories: list[str] = []
         metas: list[Mapping[str, Any]] = []
         blocks: list[NDArray[np.float32]] = []
         seen: set[str] = set()
@@ -702,6 +721,7 @@ class QuestionBank:
                 meta = page_metas[i] or {}
                 metas.append(meta)
                 families.append(str(meta.get("family", "general")))
+                categories.append(_category_of(meta))
             blocks.append(vectors[keep])
             if len(page_ids) < _PAGE:
                 break
@@ -723,7 +743,7 @@ class QuestionBank:
                 row[col] = outcome
         matrix = _unit_rows(np.concatenate(blocks))
         return _Snapshot(
-            ids, {id_: i for i, id_ in enumerate(ids)}, texts, families, matrix, results
+            ids, {id_: i for i, id_ in enumerate(ids)}, texts, families, matrix, results, categories
         )
 
     # ------------------------------------------------------------------ writing
@@ -833,6 +853,7 @@ class QuestionBank:
                 [q.family for q in written],
                 vectors,
                 cleared,
+                [q.category or q.family for q in written],
             )
         return len(written)
 
@@ -952,6 +973,47 @@ class QuestionBank:
                 )
             cached = self._accuracy = (snap, per_model)
         return np.array([cached[1].get(m, 0.5) for m in models], dtype=np.float64)
+
+    def category_accuracy(
+        self, models: Sequence[str], strength: float = 0.0
+    ) -> dict[str, NDArray[np.float64]]:
+        """Each model's accuracy per category (a question's family where it has none), shrunk
+        toward its bank-wide accuracy with `strength` (`core.category_accuracy`), in `models`
+        order: what 'hier' priors shrink toward. Counts are cached until the next write."""
+        snap = self._snap()
+        cached = self._category_counts
+        if cached is None or cached[0] is not snap:
+            names = sorted(set(snap.categories))
+            position = {name: j for j, name in enumerate(names)}
+            codes = np.fromiter(
+                (position[c] for c in snap.categories), dtype=np.intp, count=len(snap.categories)
+            )
+            tallies = {
+                model: (
+                    np.bincount(codes[row == 1], minlength=len(names)).astype(np.int64),
+                    np.bincount(codes[row >= 0], minlength=len(names)).astype(np.int64),
+                )
+                for model, row in snap.results.items()
+            }
+            cached = self._category_counts = (snap, names, tallies)
+        _, names, per_model = cached
+        if not math.isfinite(strength) or strength < 0.0:
+            raise ValueError(f"strength must be finite and >= 0, got {strength}")
+        zero = np.zeros(len(names), dtype=np.int64)
+        correct = np.array([per_model.get(m, (zero, zero))[0] for m in models], dtype=np.float64)
+        counts = np.array([per_model.get(m, (zero, zero))[1] for m in models], dtype=np.float64)
+        correct = correct.reshape(len(models), len(names))
+        counts = counts.reshape(len(models), len(names))
+        total_correct, total_counts = correct.sum(axis=1), counts.sum(axis=1)
+        g = np.where(total_counts > 0, total_correct / np.maximum(total_counts, 1), 0.5)
+        total = counts + strength
+        table = np.divide(
+            correct + strength * g[:, np.newaxis],
+            total,
+            out=np.broadcast_to(g[:, np.newaxis], total.shape).copy(),
+            where=total > 0.0,
+        )
+        return {name: table[:, j].copy() for j, name in enumerate(names)}
 
     def info(self) -> dict[str, Any]:
         """A summary: size, families, sources, categories, models, coverage and accuracy per
@@ -1089,6 +1151,7 @@ class QuestionBank:
             question_ids=[snap.ids[i] for i in idx],
             questions=[snap.texts[i] for i in idx],
             families=[snap.families[i] for i in idx],
+            categories=[snap.categories[i] for i in idx],
             similarities=np.array([by_row[i] for i in order], dtype=np.float64),
             capability=cap,
             measured=measured,
@@ -1179,6 +1242,7 @@ class QuestionBank:
             question_ids=[kept[i] for i in idx],
             questions=[rows[kept[i]][1] for i in idx],
             families=[str(rows[kept[i]][2].get("family", "general")) for i in idx],
+            categories=[_category_of(rows[kept[i]][2]) for i in idx],
             similarities=sims[idx],
             capability=cap,
             measured=measured,

@@ -17,7 +17,7 @@ from smcs_graph.errors import ConfigError
 DropMode = Literal["paper", "authors"]
 SimilarityMode = Literal["paper", "authors"]
 SupportRule = Literal["paper", "authors"]
-PriorRule = Literal["paper", "shrunk"]
+PriorRule = Literal["paper", "shrunk", "hier"]
 
 
 def _describe(text: str) -> dict[str, str]:
@@ -57,7 +57,10 @@ class SMCSConfig:
         metadata=_describe(
             "'paper': eq. 4, the similarity-weighted count of correct support answers. "
             "'shrunk': each model's similarity-weighted support accuracy shrunk toward its "
-            "bank-wide accuracy (better top-1 and ranking in the MMLU-Pro replay)."
+            "bank-wide accuracy (better top-1 and ranking in the MMLU-Pro replay). "
+            "'hier': support accuracy shrunk toward the accuracy on the query's inferred "
+            "category (from its bank neighbours' categories), itself shrunk toward the "
+            "bank-wide accuracy (the best top-1 and ranking in the MMLU-Pro replay)."
         ),
     )
     shrink_strength: float = field(
@@ -68,6 +71,31 @@ class SMCSConfig:
         default=0.1,
         metadata=_describe(
             "'shrunk' rule: support weights exp((S - max S) / T); unset: weights max(S, 0)."
+        ),
+    )
+    hier_strength: float = field(
+        default=0.5,
+        metadata=_describe(
+            "'hier' rule: pseudo-count pulling local accuracy to the inferred-category one "
+            "(in kernel units: a support question identical to the query weighs 1)."
+        ),
+    )
+    hier_temperature: float = field(
+        default=0.1,
+        metadata=_describe("'hier' rule: support weights exp(-(1 - S) / T)."),
+    )
+    hier_category_temperature: float = field(
+        default=0.05,
+        metadata=_describe(
+            "'hier' rule: the query's category shares are a vote of its support questions' "
+            "categories with weights exp((S - max S) / T)."
+        ),
+    )
+    hier_category_strength: float = field(
+        default=10.0,
+        metadata=_describe(
+            "'hier' rule: pseudo-count (in questions) pulling each category's accuracy to the "
+            "bank-wide one."
         ),
     )
     k_drop: int = field(
@@ -244,8 +272,16 @@ def _problems(cfg: SMCSConfig) -> list[str]:
         out.append(
             f"shrink_temperature must be a number > 0 or unset (got {cfg.shrink_temperature!r})"
         )
+    for name in ("hier_strength", "hier_category_strength"):
+        value = getattr(cfg, name)
+        if not _is_number(value) or value < 0:
+            out.append(f"{name} must be a number >= 0 (got {value!r})")
+    for name in ("hier_temperature", "hier_category_temperature"):
+        value = getattr(cfg, name)
+        if not _is_number(value) or value <= 0:
+            out.append(f"{name} must be a number > 0 (got {value!r})")
     for name, allowed in (
-        ("prior_rule", ("paper", "shrunk")),
+        ("prior_rule", ("paper", "shrunk", "hier")),
         ("drop_mode", ("paper", "authors")),
         ("similarity_mode", ("paper", "authors")),
         ("support_rule", ("paper", "authors")),

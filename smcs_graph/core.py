@@ -19,10 +19,16 @@ Stage 2, Exploration-Exploitation Posterior Enhancement (EPE)
 Evaluation
             `pairwise_ranking_score`   eq. 8, how well priors rank correct over wrong models
 
-Beyond the paper (prior rule "shrunk", chosen by replay evaluation, smcs_graph.evaluation)
+Beyond the paper (prior rules "shrunk" and "hier", chosen by replay evaluation,
+smcs_graph.evaluation)
             `global_accuracy`          each model's bank-wide accuracy g_m
             `support_weights`          max(S, 0), or exp((S - max S) / T) with a temperature
             `shrunk_prior_scores`      weighted local accuracy shrunk toward g_m
+            `category_accuracy`        each model's accuracy per bank category, shrunk to g_m
+            `category_shares`          P(category | query) from the support set's categories
+            `kernel_weights`           exp(-(1 - S) / T): an identical question weighs 1
+            `hier_prior_scores`        local accuracy shrunk toward the inferred-category
+                                       accuracy, itself shrunk toward g_m
 
 Where the paper and the authors' released code differ, the paper is the default and the code's
 behaviour is behind an explicit switch (`rule="authors"`, `mode="authors"`,
@@ -42,9 +48,13 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "PriorRule",
     "Rule",
+    "category_accuracy",
+    "category_shares",
     "cosine_similarities",
     "global_accuracy",
+    "hier_prior_scores",
     "hybrid_scores",
+    "kernel_weights",
     "mean_pairwise_similarity",
     "pairwise_ranking_score",
     "perplexity",
@@ -481,8 +491,9 @@ def pairwise_ranking_score(
 # --------------------------------------------------------------------------- selection rules
 # Beyond the paper: rules chosen by replay evaluation (smcs_graph.evaluation).
 
-PriorRule = Literal["paper", "shrunk"]
-"""How priors are formed: "paper" (eq. 4, `prior_scores`) or "shrunk" (`shrunk_prior_scores`)."""
+PriorRule = Literal["paper", "shrunk", "hier"]
+"""How priors are formed: "paper" (eq. 4, `prior_scores`), "shrunk" (`shrunk_prior_scores`) or
+"hier" (`hier_prior_scores`)."""
 
 
 def global_accuracy(
@@ -570,3 +581,149 @@ def support_weights(
     peak = sims.max(axis=-1, keepdims=True)
     soft: NDArray[np.float64] = np.exp((sims - peak) / temperature)
     return soft
+
+
+def category_accuracy(
+    capability: ArrayLike,
+    measured: ArrayLike | None,
+    categories: Sequence[str],
+    strength: float = 0.0,
+) -> dict[str, NDArray[np.float64]]:
+    """Each model's accuracy per category, (R,) per label, shrunk toward its global accuracy.
+
+    A[c, m] = (sum_{i in c} M[m,i] C[m,i] + b * g_m) / (sum_{i in c} M[m,i] + b), with g_m =
+    `global_accuracy` over all columns and b = `strength` (a pseudo-count in questions). A
+    model with no record in a category (and b = 0) gets g_m.
+    """
+    cap = np.asarray(capability, dtype=np.float64)
+    if cap.ndim != 2:
+        raise ValueError(f"capability must be 2-D (R, N), got shape {cap.shape}")
+    mask = np.ones(cap.shape, dtype=bool) if measured is None else np.asarray(measured, bool)
+    if mask.shape != cap.shape:
+        raise ValueError(f"measured has shape {mask.shape} but capability has shape {cap.shape}")
+    labels = [str(c) for c in categories]
+    if len(labels) != cap.shape[1]:
+        raise ValueError(f"categories has {len(labels)} entries for {cap.shape[1]} columns")
+    if not math.isfinite(strength) or strength < 0.0:
+        raise ValueError(f"strength must be finite and >= 0, got {strength}")
+    g = global_accuracy(cap, mask)
+    names = sorted(set(labels))
+    position = {name: j for j, name in enumerate(names)}
+    codes = np.fromiter((position[c] for c in labels), dtype=np.intp, count=len(labels))
+    onehot = np.zeros((cap.shape[1], len(names)), dtype=np.float64)
+    onehot[np.arange(cap.shape[1]), codes] = 1.0
+    correct = np.where(mask, cap, 0.0) @ onehot  # (R, C)
+    counts = mask.astype(np.float64) @ onehot
+    total = counts + strength
+    table = np.divide(
+        correct + strength * g[:, np.newaxis],
+        total,
+        out=np.broadcast_to(g[:, np.newaxis], total.shape).copy(),
+        where=total > 0.0,
+    )
+    return {name: table[:, j].copy() for j, name in enumerate(names)}
+
+
+def category_shares(
+    similarities: ArrayLike, categories: Sequence[str], temperature: float = 0.05
+) -> dict[str, float]:
+    """P(c | query) = sum_{i: c_i = c} u_i / sum_i u_i with u_i = exp((S_i - max S) / T).
+
+    A similarity-weighted vote of the support questions' categories (the bank's categories are
+    known; the query's is not). Empty support: an empty dict.
+    """
+    sims = _vector(similarities, "similarities")
+    _reject_nan(sims, "similarities")
+    labels = [str(c) for c in categories]
+    if len(labels) != sims.shape[0]:
+        raise ValueError(f"categories has {len(labels)} entries for {sims.shape[0]} similarities")
+    if not (math.isfinite(temperature) and temperature > 0.0):
+        raise ValueError(f"category temperature must be finite and > 0, got {temperature}")
+    if sims.shape[0] == 0:
+        return {}
+    votes = np.exp((sims - sims.max()) / temperature)
+    shares: dict[str, float] = {}
+    for label, vote in zip(labels, votes.tolist(), strict=True):
+        shares[label] = shares.get(label, 0.0) + vote
+    total = float(votes.sum())
+    return {label: value / total for label, value in shares.items()}
+
+
+def kernel_weights(similarities: ArrayLike, temperature: float) -> NDArray[np.float64]:
+    """w_i = exp(-(1 - S_i) / T): a question identical to the query weighs 1.
+
+    Unlike `support_weights`, the scale is absolute: when even the nearest support questions
+    are far from the query, their total weight is small and a prior dominates.
+    """
+    sims = np.asarray(similarities, dtype=np.float64)
+    weights: NDArray[np.float64] = np.exp((sims - 1.0) / temperature)
+    return weights
+
+
+def hier_prior_scores(
+    similarities: ArrayLike,
+    capability: ArrayLike,
+    measured: ArrayLike | None,
+    categories: Sequence[str],
+    category_table: Mapping[str, ArrayLike],
+    prior_accuracy: ArrayLike,
+    strength: float,
+    *,
+    temperature: float = 0.1,
+    category_temperature: float = 0.05,
+) -> NDArray[np.float64]:
+    """Hierarchical empirical-Bayes priors: local accuracy -> inferred category -> global.
+
+        V[m]  = (sum_i w_i M[m,i] C[m,i] + a * pi_m) / (sum_i w_i M[m,i] + a)
+        w_i   = exp(-(1 - S_i) / T)                                  (`kernel_weights`)
+        pi_m  = sum_c P(c | query) * A[c, m]
+        P(c | query) = sum_{i: c_i = c} u_i / sum_i u_i,  u_i = exp((S_i - max S) / T_c)
+        A[c, m] = bank accuracy of model m in category c, shrunk toward g_m
+                  (`category_accuracy`, passed in as `category_table`)
+
+    over the support set i (its `categories` c_i). The query's category is never needed: it is
+    inferred from its nearest bank questions. a = `strength` is a pseudo-count in kernel units
+    (a question identical to the query weighs 1); a = 0 is the plain kernel-weighted local
+    accuracy (a model without local evidence keeps pi_m). A category missing from the table,
+    or an empty support set, falls back to `prior_accuracy` (g_m).
+    """
+    sims = _vector(similarities, "similarities")
+    _reject_nan(sims, "similarities")
+    g = _vector(prior_accuracy, "prior_accuracy")
+    if not math.isfinite(strength) or strength < 0.0:
+        raise ValueError(f"strength must be finite and >= 0, got {strength}")
+    if not (math.isfinite(temperature) and temperature > 0.0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    cap = np.asarray(capability, dtype=np.float64)
+    if cap.ndim != 2 or cap.shape[1] != sims.shape[0]:
+        raise ValueError(
+            f"capability must be (R, {sims.shape[0]}) (the support-set columns), got {cap.shape}"
+        )
+    if g.shape[0] != cap.shape[0]:
+        raise ValueError(f"prior_accuracy has {g.shape[0]} entries for {cap.shape[0]} models")
+    mask = np.ones(cap.shape, dtype=bool) if measured is None else np.asarray(measured, bool)
+    if mask.shape != cap.shape:
+        raise ValueError(f"measured has shape {mask.shape} but capability has shape {cap.shape}")
+    if not np.isfinite(cap[mask]).all():
+        raise ValueError("capability has a non-finite value in a measured entry")
+    shares = category_shares(sims, categories, category_temperature)
+    if shares:
+        pi = np.zeros(cap.shape[0], dtype=np.float64)
+        for label, share in shares.items():
+            row = category_table.get(label)
+            acc = g if row is None else _vector(row, f"category_table[{label!r}]")
+            if acc.shape != g.shape:
+                raise ValueError(
+                    f"category_table[{label!r}] has {acc.shape[0]} entries for {g.shape[0]} models"
+                )
+            pi += share * acc
+    else:
+        pi = g.copy()
+    weights = kernel_weights(sims, temperature)
+    correct = np.where(mask, cap, 0.0) @ weights
+    evidence = mask.astype(np.float64) @ weights
+    if strength == 0.0:
+        local: NDArray[np.float64] = np.divide(correct, evidence, out=pi, where=evidence > 0.0)
+        return local
+    posterior: NDArray[np.float64] = (correct + strength * pi) / (evidence + strength)
+    return posterior

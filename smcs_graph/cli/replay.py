@@ -38,8 +38,9 @@ def register(commands: Any) -> None:
             "method ranks the models for each test question from the bank alone, and is scored "
             "on the recorded correctness: top-1 routing accuracy, top-K coverage (at least one "
             "of the K top-ranked models correct) and the pairwise ranking score (eq. 8). "
-            "Methods: RPS with the paper's rule, RPS with the shrunk rule (tuned on the bank by "
-            "leave-one-out), the best single model on the bank, a per-category router (told each "
+            "Methods: RPS with the paper's rule, RPS with the shrunk and hier rules (tuned on the "
+            "bank by leave-one-out; hier infers each test question's category from its bank "
+            "neighbours), the best single model on the bank, a per-category router (told each "
             "test question's category), random selection (expected value) and the oracle. "
             "Models without a record on a test question are ranked out, never counted wrong. "
             "Input: --questions and --matrix (default: MMLU-Pro from $SMCS_BENCHMARKS_DIR), or "
@@ -107,9 +108,10 @@ def register(commands: Any) -> None:
     )
     split.add_argument(
         "--rule",
-        choices=("paper", "shrunk", "both"),
-        default="both",
-        help="RPS prior rule(s) to score: the paper's eq. 4, the shrunk rule, or both",
+        choices=("paper", "shrunk", "hier", "both", "all"),
+        default="all",
+        help="RPS prior rule(s) to score: the paper's eq. 4, the shrunk rule, the hier rule, "
+        "both paper and shrunk, or all three (default)",
     )
     split.add_argument(
         "--sweep-n-sup-base",
@@ -131,6 +133,13 @@ def register(commands: Any) -> None:
         default=2000,
         help="bank questions used as leave-one-out queries to tune the shrunk rule",
     )
+    split.add_argument(
+        "--hier-calibration-queries",
+        type=int,
+        default=20000,
+        help="bank questions used as leave-one-out queries to tune the hier rule (default "
+        "20000: the whole bank on MMLU-Pro)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--json", type=Path, help="write the full report (per seed) as JSON")
     output.add_argument("--markdown", type=Path, help="write the tables as Markdown")
@@ -150,7 +159,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
-    rules: tuple[PriorRule, ...] = ("paper", "shrunk") if args.rule == "both" else (args.rule,)
+    named: dict[str, tuple[PriorRule, ...]] = {
+        "both": ("paper", "shrunk"),
+        "all": ("paper", "shrunk", "hier"),
+    }
+    rules = named.get(args.rule, (args.rule,))
     try:
         settings = ReplaySettings(
             rules=rules,
@@ -162,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
             sweep_n_sup_base=args.sweep_n_sup_base,
             sweep_gamma=args.sweep_gamma,
             calibration_queries=args.calibration_queries,
+            hier_calibration_queries=args.hier_calibration_queries,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

@@ -9,7 +9,8 @@ scored against the recorded correctness of the test question:
 - pairwise ranking score (eq. 8, `core.pairwise_ranking_score`).
 
 Missing records (`measured` False) are never counted as wrong. In the bank they are no
-evidence (the paper's prior ignores them; the shrunk rule averages over measured cells only).
+evidence (the paper's prior ignores them; the shrunk and hier rules average over measured cells
+only). The hier rule uses the bank questions' categories, never the test question's.
 On a test question, each method ranks only the models that have a record there (an unmeasured
 model cannot be scored, so it is skipped and the next-ranked model counts); test questions with
 fewer than two measured models are left out, and the report counts both cases.
@@ -21,7 +22,7 @@ Everything here works on numpy arrays: `embeddings` (N, d) unit rows, `capabilit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,14 +33,17 @@ from smcs_graph import core
 
 __all__ = [
     "METHODS",
+    "HierChoice",
     "Metrics",
     "ReplayReport",
     "ReplaySettings",
     "ShrunkChoice",
     "Split",
+    "calibrate_hier",
     "calibrate_shrunk",
     "category_accuracy",
     "evaluate_rankings",
+    "hier_priors",
     "random_metrics",
     "rps_priors",
     "run_replay",
@@ -49,7 +53,7 @@ __all__ = [
     "support_mask",
 ]
 
-METHODS = ("rps", "rps-shrunk", "best-single", "per-category", "random", "oracle")
+METHODS = ("rps", "rps-shrunk", "rps-hier", "best-single", "per-category", "random", "oracle")
 """Method names in report order."""
 
 DEFAULT_COVERAGE_K = (1, 2, 3, 4, 5, 6, 7)
@@ -58,6 +62,13 @@ DEFAULT_SHRUNK_N_SUP = (400,)
 DEFAULT_SHRUNK_TEMPERATURE = (0.05, 0.1, 0.2)
 DEFAULT_SHRUNK_STRENGTH = (0.3, 1.0, 3.0, 10.0)
 DEFAULT_CALIBRATION_QUERIES = 2000
+# Calibration grids and fixed settings of the hier rule (chosen on the bank by leave-one-out).
+DEFAULT_HIER_TEMPERATURE = (0.07, 0.1, 0.13)
+DEFAULT_HIER_STRENGTH = (0.3, 0.5, 1.0, 2.0, 4.0)
+DEFAULT_HIER_CATEGORY_TEMPERATURE = 0.05
+DEFAULT_HIER_CATEGORY_STRENGTH = 10.0
+# The hier rule's LOO scores differ by tenths of a point: calibrate on the whole bank by default.
+DEFAULT_HIER_CALIBRATION_QUERIES = 20000
 # Rows per block when scoring many queries (bounds the (block, N) similarity matrix).
 _BLOCK = 1024
 _EXCLUDED = -2.0  # below any cosine: a query's own bank row never joins its support set
@@ -165,15 +176,7 @@ def category_accuracy(
     categories: Sequence[str],
 ) -> dict[str, NDArray[np.float64]]:
     """Each model's accuracy per category (measured entries only); no record: global accuracy."""
-    labels = np.asarray(list(categories), dtype=object)
-    overall = core.global_accuracy(capability, measured)
-    out: dict[str, NDArray[np.float64]] = {}
-    for category in sorted(set(labels.tolist())):
-        cols = labels == category
-        counts = measured[:, cols].sum(axis=1)
-        correct = np.where(measured[:, cols], capability[:, cols], 0.0).sum(axis=1)
-        out[category] = np.where(counts > 0, correct / np.maximum(counts, 1), overall)
-    return out
+    return core.category_accuracy(capability, measured, categories)
 
 
 def shrunk_priors(
@@ -194,6 +197,74 @@ def shrunk_priors(
     correct = weights @ np.where(measured, capability, 0.0).T
     evidence = weights @ measured.T.astype(np.float64)
     return _posterior(correct, evidence, prior_accuracy, strength)
+
+
+def _category_codes(
+    categories: Sequence[str], table: Mapping[str, ArrayLike], fallback: NDArray[np.float64]
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """Category codes of the bank rows and the (C, R) accuracy table in code order (a label
+    missing from `table` gets `fallback`)."""
+    labels = [str(c) for c in categories]
+    names = sorted(set(labels))
+    position = {name: j for j, name in enumerate(names)}
+    codes = np.fromiter((position[c] for c in labels), dtype=np.intp, count=len(labels))
+    rows = [np.asarray(table.get(name, fallback), dtype=np.float64) for name in names]
+    accuracy = np.stack(rows) if rows else np.zeros((0, fallback.shape[0]), dtype=np.float64)
+    return codes, accuracy
+
+
+def _category_shares(
+    sims: NDArray[np.float64],
+    mask: NDArray[np.bool_],
+    codes: NDArray[np.intp],
+    n_categories: int,
+    temperature: float,
+) -> NDArray[np.float64]:
+    """`core.category_shares` of every row at once, (Q, C); a row without support is all 0."""
+    votes = _masked_weights(sims, mask, temperature)
+    shares = np.zeros((sims.shape[0], n_categories), dtype=np.float64)
+    for j in range(n_categories):
+        shares[:, j] = votes[:, codes == j].sum(axis=1)
+    total = shares.sum(axis=1, keepdims=True)
+    out: NDArray[np.float64] = np.divide(
+        shares, total, out=np.zeros_like(shares), where=total > 0.0
+    )
+    return out
+
+
+def _kernel_masked(
+    sims: NDArray[np.float64], mask: NDArray[np.bool_], temperature: float
+) -> NDArray[np.float64]:
+    """`core.kernel_weights` of each row's support set (zero outside it)."""
+    weights: NDArray[np.float64] = np.where(mask, np.exp((sims - 1.0) / temperature), 0.0)
+    return weights
+
+
+def hier_priors(
+    similarities: NDArray[np.float64],
+    capability: NDArray[np.float64],
+    measured: NDArray[np.bool_],
+    categories: Sequence[str],
+    category_table: Mapping[str, ArrayLike],
+    prior_accuracy: NDArray[np.float64],
+    n_sup_base: int,
+    gamma: float,
+    strength: float,
+    *,
+    temperature: float,
+    category_temperature: float,
+    rule: core.Rule = "paper",
+) -> NDArray[np.float64]:
+    """`core.hier_prior_scores` for every row at once (Q, R); `categories` label the bank rows."""
+    mask = support_mask(similarities, n_sup_base, gamma, rule)
+    codes, accuracy = _category_codes(categories, category_table, prior_accuracy)
+    shares = _category_shares(similarities, mask, codes, accuracy.shape[0], category_temperature)
+    no_support = shares.sum(axis=1, keepdims=True) == 0.0
+    category_prior = np.where(no_support, prior_accuracy, shares @ accuracy)
+    weights = _kernel_masked(similarities, mask, temperature)
+    correct = weights @ np.where(measured, capability, 0.0).T
+    evidence = weights @ measured.T.astype(np.float64)
+    return _posterior(correct, evidence, category_prior, strength)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -363,6 +434,128 @@ def calibrate_shrunk(
     return best
 
 
+@dataclass(frozen=True)
+class HierChoice:
+    """The hier rule's settings: chosen on the bank by leave-one-out (temperature, strength)
+    or fixed (the category level's), with the LOO scores of the choice."""
+
+    temperature: float
+    strength: float
+    category_temperature: float
+    category_strength: float
+    loo_top1: float
+    loo_pairwise: float
+
+
+def calibrate_hier(
+    embeddings: NDArray[np.float32],
+    capability: NDArray[np.float64],
+    measured: NDArray[np.bool_],
+    categories: Sequence[str],
+    *,
+    n_sup_base: int = 400,
+    gamma: float = 0.95,
+    rule: core.Rule = "paper",
+    temperature_grid: Sequence[float] = DEFAULT_HIER_TEMPERATURE,
+    strength_grid: Sequence[float] = DEFAULT_HIER_STRENGTH,
+    category_temperature: float = DEFAULT_HIER_CATEGORY_TEMPERATURE,
+    category_strength: float = DEFAULT_HIER_CATEGORY_STRENGTH,
+    queries: int = DEFAULT_HIER_CALIBRATION_QUERIES,
+    seed: int = 0,
+) -> HierChoice:
+    """Choose (temperature, strength) of the hier rule on the bank, by leave-one-out.
+
+    As `calibrate_shrunk`: up to `queries` bank questions (seeded sample) each act as a query
+    against the rest of the bank; their own row is excluded from the support set, and their
+    own outcomes from the global accuracy and from their category's accuracy. Their own
+    category is never used for the query (only their neighbours'). The best LOO top-1 wins;
+    ties go to the better pairwise ranking score, then to the earlier grid entry.
+    """
+    scorable = np.flatnonzero(_bank_rows(measured))
+    if scorable.shape[0] == 0:
+        raise ValueError("no bank question has two measured models: nothing to calibrate on")
+    labels = [str(c) for c in categories]
+    if len(labels) != capability.shape[1]:
+        raise ValueError(f"categories has {len(labels)} entries for {capability.shape[1]} rows")
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.permutation(scorable)[: min(queries, scorable.shape[0])])
+    unit = _unit_rows(embeddings)
+    cm = np.where(measured, capability, 0.0)
+    mf = measured.astype(np.float64)
+    names = sorted(set(labels))
+    position = {name: j for j, name in enumerate(names)}
+    codes = np.fromiter((position[c] for c in labels), dtype=np.intp, count=len(labels))
+    onehot = np.zeros((len(labels), len(names)), dtype=np.float64)
+    onehot[np.arange(len(labels)), codes] = 1.0
+    cat_correct, cat_count = (cm @ onehot).T, (mf @ onehot).T  # (C, R)
+    total = cat_count + category_strength
+    inverse = np.divide(1.0, total, out=np.zeros_like(total), where=total > 0.0)
+    empty = (total <= 0.0).astype(np.float64)
+    grid = [(float(t), float(a)) for t in temperature_grid for a in strength_grid]
+    priors = np.empty((len(grid), picked.shape[0], capability.shape[0]), dtype=np.float64)
+    for start in range(0, picked.shape[0], _BLOCK):
+        rows = picked[start : start + _BLOCK]
+        block = slice(start, start + rows.shape[0])
+        sims = similarity_matrix(unit[rows], unit)
+        sims[np.arange(rows.shape[0]), rows] = _EXCLUDED
+        mask = support_mask(sims, n_sup_base, gamma, rule)
+        own_correct, own_count = cm[:, rows].T, mf[:, rows].T  # (Q, R)
+        # Leave-one-out global accuracy, then the category table built on it.
+        left_correct = cm.sum(axis=1) - own_correct
+        left_count = mf.sum(axis=1) - own_count
+        g = np.where(left_count > 0, left_correct / np.maximum(left_count, 1), 0.5)
+        shares = _category_shares(sims, mask, codes, len(names), category_temperature)
+        # sum_c P_c (correct_c + b g) / (count_c + b), g where count_c + b = 0 ...
+        prior = (
+            shares @ (cat_correct * inverse)
+            + category_strength * g * (shares @ inverse)
+            + g * (shares @ empty)
+        )
+        # ... with the query's own outcomes taken out of its own category.
+        own = codes[rows]
+        own_share = shares[np.arange(rows.shape[0]), own][:, np.newaxis]
+        base_total = cat_count[own] + category_strength
+        base = np.divide(
+            cat_correct[own] + category_strength * g, base_total, out=g.copy(), where=base_total > 0
+        )
+        loo_total = base_total - own_count
+        loo = np.divide(
+            cat_correct[own] - own_correct + category_strength * g,
+            loo_total,
+            out=g.copy(),
+            where=loo_total > 0,
+        )
+        prior += own_share * (loo - base)
+        prior = np.where(shares.sum(axis=1, keepdims=True) == 0.0, g, prior)
+        index = 0
+        for temperature in temperature_grid:
+            weights = _kernel_masked(sims, mask, float(temperature))
+            local_correct = weights @ cm.T
+            evidence = weights @ mf.T
+            for strength in strength_grid:
+                priors[index, block] = _posterior(local_correct, evidence, prior, strength)
+                index += 1
+    truth, truth_measured = cm[:, picked].T, measured[:, picked].T
+    best: HierChoice | None = None
+    for index, (temperature, strength) in enumerate(grid):
+        scores = evaluate_rankings(priors[index], truth, truth_measured, coverage_k=(1,))
+        choice = HierChoice(
+            temperature,
+            strength,
+            float(category_temperature),
+            float(category_strength),
+            scores.top1,
+            scores.pairwise,
+        )
+        if best is None or (choice.loo_top1, choice.loo_pairwise) > (
+            best.loo_top1,
+            best.loo_pairwise,
+        ):
+            best = choice
+    assert best is not None
+    return best
+
+
 def _masked_weights(
     sims: NDArray[np.float64], mask: NDArray[np.bool_], temperature: float | None
 ) -> NDArray[np.float64]:
@@ -399,8 +592,9 @@ def _posterior(
 class ReplaySettings:
     """What `run_replay` measures; the defaults are the paper's (section A.3) and split."""
 
-    rules: tuple[core.PriorRule, ...] = ("paper", "shrunk")
-    """Which RPS prior rules to score: "paper" (method "rps"), "shrunk" ("rps-shrunk")."""
+    rules: tuple[core.PriorRule, ...] = ("paper", "shrunk", "hier")
+    """Which RPS prior rules to score: "paper" (method "rps"), "shrunk" ("rps-shrunk"), "hier"
+    ("rps-hier")."""
     seeds: tuple[int, ...] = tuple(range(10))
     test_fraction: float = 0.1
     n_sup_base: int = 400
@@ -413,23 +607,40 @@ class ReplaySettings:
     shrunk_temperature_grid: tuple[float | None, ...] = DEFAULT_SHRUNK_TEMPERATURE
     shrunk_strength_grid: tuple[float, ...] = DEFAULT_SHRUNK_STRENGTH
     calibration_queries: int = DEFAULT_CALIBRATION_QUERIES
+    hier_temperature_grid: tuple[float, ...] = DEFAULT_HIER_TEMPERATURE
+    hier_strength_grid: tuple[float, ...] = DEFAULT_HIER_STRENGTH
+    hier_category_temperature: float = DEFAULT_HIER_CATEGORY_TEMPERATURE
+    hier_category_strength: float = DEFAULT_HIER_CATEGORY_STRENGTH
+    hier_calibration_queries: int = DEFAULT_HIER_CALIBRATION_QUERIES
 
     def __post_init__(self) -> None:
-        if not self.rules or any(r not in ("paper", "shrunk") for r in self.rules):
-            raise ValueError(f"rules must name 'paper' and/or 'shrunk', got {self.rules!r}")
+        if not self.rules or any(r not in ("paper", "shrunk", "hier") for r in self.rules):
+            raise ValueError(f"rules must name 'paper', 'shrunk' and/or 'hier', got {self.rules!r}")
         if not self.seeds:
             raise ValueError("seeds must hold at least one seed")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
-        for name in ("n_sup_base", "calibration_queries"):
+        for name in ("n_sup_base", "calibration_queries", "hier_calibration_queries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if any(n < 1 for n in (*self.sweep_n_sup_base, *self.shrunk_n_sup_grid)):
             raise ValueError("support sizes in the sweeps must be >= 1")
         if any(g < 0.0 or not math.isfinite(g) for g in (self.gamma, *self.sweep_gamma)):
             raise ValueError("gamma values must be finite and >= 0")
-        if any(a < 0.0 or not math.isfinite(a) for a in self.shrunk_strength_grid):
+        if any(
+            a < 0.0 or not math.isfinite(a)
+            for a in (*self.shrunk_strength_grid, *self.hier_strength_grid)
+        ) or not (
+            self.hier_category_strength >= 0.0 and math.isfinite(self.hier_category_strength)
+        ):
             raise ValueError("shrinkage strengths must be finite and >= 0")
+        if any(
+            not (t > 0.0 and math.isfinite(t))
+            for t in (*self.hier_temperature_grid, self.hier_category_temperature)
+        ):
+            raise ValueError("the hier rule's temperatures must be finite and > 0")
+        if not (self.hier_temperature_grid and self.hier_strength_grid):
+            raise ValueError("the hier rule's calibration grids must not be empty")
         if any(t is not None and not t > 0.0 for t in self.shrunk_temperature_grid):
             raise ValueError("temperatures must be > 0 (or None for linear weights)")
         if not (
@@ -455,6 +666,8 @@ class SplitInfo:
     best_single: str
     shrunk: ShrunkChoice | None
     """The shrunk rule's calibrated settings (None when that rule is not scored)."""
+    hier: HierChoice | None = None
+    """The hier rule's settings (None when that rule is not scored)."""
 
 
 @dataclass
@@ -564,6 +777,11 @@ def run_replay(
                     f"(shrunk: N_sup_base={info.shrunk.n_sup_base}, "
                     f"temperature={info.shrunk.temperature}, strength={info.shrunk.strength:g})"
                 )
+            if info.hier is not None:
+                parts.append(
+                    f"(hier: temperature={info.hier.temperature:g}, "
+                    f"strength={info.hier.strength:g})"
+                )
             progress(" ".join(parts))
     return report
 
@@ -619,6 +837,41 @@ def _replay_split(
                 rule=cfg.support_rule,
             )
         )
+    hier: HierChoice | None = None
+    if "hier" in cfg.rules:
+        bank_labels = [labels[i] for i in split.bank]
+        hier = calibrate_hier(
+            emb[split.bank],
+            bank_cap,
+            bank_mask,
+            bank_labels,
+            n_sup_base=cfg.n_sup_base,
+            gamma=cfg.gamma,
+            rule=cfg.support_rule,
+            temperature_grid=cfg.hier_temperature_grid,
+            strength_grid=cfg.hier_strength_grid,
+            category_temperature=cfg.hier_category_temperature,
+            category_strength=cfg.hier_category_strength,
+            queries=cfg.hier_calibration_queries,
+            seed=split.seed,
+        )
+        table = core.category_accuracy(bank_cap, bank_mask, bank_labels, hier.category_strength)
+        scores["rps-hier"] = score(
+            hier_priors(
+                sims,
+                bank_cap,
+                bank_mask,
+                bank_labels,
+                table,
+                overall,
+                cfg.n_sup_base,
+                cfg.gamma,
+                hier.strength,
+                temperature=hier.temperature,
+                category_temperature=hier.category_temperature,
+                rule=cfg.support_rule,
+            )
+        )
     scores["best-single"] = score(np.broadcast_to(overall, truth.shape).copy())
     scores["per-category"] = score(np.stack([per_category[labels[i]] for i in test]))
     scores["random"] = random_metrics(truth, truth_mask, cfg.coverage_k)
@@ -639,5 +892,6 @@ def _replay_split(
         with_unmeasured=int((~truth_mask).any(axis=1).sum()),
         best_single=models[int(np.argmax(overall))],
         shrunk=choice,
+        hier=hier,
     )
     return info, scores, sweep

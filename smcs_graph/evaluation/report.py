@@ -13,6 +13,7 @@ __all__ = ["render_json", "render_markdown", "render_text"]
 _LABELS = {
     "rps": "RPS (paper rule)",
     "rps-shrunk": "RPS, shrunk (new rule)",
+    "rps-hier": "RPS, hier (inferred-category shrinkage)",
     "best-single": "best single model",
     "per-category": "per-category router (told the category)",
     "random": "random selection (expected)",
@@ -75,6 +76,17 @@ def _counts(report: ReplayReport) -> list[str]:
             "temperature, strength): "
             + ", ".join(f"({n}, {t}, {a:g}) {count}x" for (n, t, a), count in choices)
             + "."
+        )
+    hier = Counter(
+        (x.hier.temperature, x.hier.strength) for x in splits if x.hier is not None
+    ).most_common()
+    if hier:
+        fixed = next(x.hier for x in splits if x.hier is not None)
+        lines.append(
+            "Hier rule settings chosen on the bank by leave-one-out (temperature, strength): "
+            + ", ".join(f"({t:g}, {a:g}) {count}x" for (t, a), count in hier)
+            + f"; category temperature {fixed.category_temperature:g}, category strength "
+            f"{fixed.category_strength:g}."
         )
     return lines
 

@@ -49,6 +49,18 @@ def prior_selection(
             config.shrink_strength,
             temperature=config.shrink_temperature,
         )
+    elif config.prior_rule == "hier":
+        priors = core.hier_prior_scores(
+            support.similarities,
+            support.capability,
+            support.measured,
+            support.categories,
+            bank.category_accuracy(list(pool_names), config.hier_category_strength),
+            bank.accuracy(list(pool_names)),
+            config.hier_strength,
+            temperature=config.hier_temperature,
+            category_temperature=config.hier_category_temperature,
+        )
     else:
         priors = core.prior_scores(
             support.similarities,

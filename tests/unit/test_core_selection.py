@@ -115,3 +115,120 @@ def test_bad_input_is_named() -> None:
     masked = np.array([[False, True], [True, True]])
     got = core.shrunk_prior_scores(sims, np.array([[np.nan, 1], [1, 1]]), masked, g, 1.0)
     assert np.isfinite(got).all()  # NaN may stand for "not profiled" where masked
+
+
+# --------------------------------------------------------------------------- the hier rule
+
+
+def test_category_accuracy_shrinks_toward_the_global_accuracy() -> None:
+    cap = np.array([[1, 1, 0, 0, 1], [0, 0, 0, 1, 1]], dtype=np.float64)
+    measured = np.array([[True] * 5, [True, True, False, False, True]])
+    g = core.global_accuracy(cap, measured)  # [0.6, 1/3]
+    plain = core.category_accuracy(cap, measured, ["x", "x", "y", "y", "z"])
+    np.testing.assert_allclose(plain["x"], [1.0, 0.0])
+    np.testing.assert_allclose(plain["y"], [0.0, g[1]])  # model 1: no "y" record -> g
+    np.testing.assert_allclose(plain["z"], [1.0, 1.0])
+    shrunk = core.category_accuracy(cap, measured, ["x", "x", "y", "y", "z"], strength=2.0)
+    np.testing.assert_allclose(shrunk["x"], [(2 + 2 * 0.6) / 4, (0 + 2 * g[1]) / 4])
+    np.testing.assert_allclose(shrunk["y"], [(0 + 2 * 0.6) / 4, g[1]])
+    huge = core.category_accuracy(cap, measured, list("xxyyz"), strength=1e12)
+    for row in huge.values():
+        np.testing.assert_allclose(row, g, rtol=1e-9)
+    with pytest.raises(ValueError, match="categories"):
+        core.category_accuracy(cap, measured, ["x"])
+    with pytest.raises(ValueError, match="strength"):
+        core.category_accuracy(cap, measured, list("xxyyz"), strength=-1.0)
+
+
+def test_category_shares_are_a_softmax_vote_of_the_support_categories() -> None:
+    sims = np.array([0.9, 0.8, 0.85])
+    shares = core.category_shares(sims, ["a", "b", "a"], temperature=0.05)
+    u = np.exp(np.array([0.0, -0.1, -0.05]) / 0.05)
+    assert shares == pytest.approx({"a": (u[0] + u[2]) / u.sum(), "b": u[1] / u.sum()})
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert core.category_shares(np.empty(0), []) == {}
+    sharp = core.category_shares(sims, ["a", "b", "c"], temperature=1e-4)
+    assert sharp["a"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        core.category_shares(sims, ["a", "b", "a"], temperature=0.0)
+    with pytest.raises(ValueError, match="categories"):
+        core.category_shares(sims, ["a"])
+
+
+def test_kernel_weights_are_absolute() -> None:
+    np.testing.assert_allclose(
+        core.kernel_weights(np.array([1.0, 0.9, 0.5]), 0.1), np.exp([0.0, -1.0, -5.0])
+    )
+    # unlike support_weights, far neighbours stay light even when they are the nearest
+    assert core.kernel_weights(np.array([0.5]), 0.1)[0] == pytest.approx(np.exp(-5.0))
+    assert core.support_weights(np.array([0.5]), 0.1)[0] == 1.0
+
+
+def test_hier_priors_known_values() -> None:
+    sims = np.array([0.9, 0.8, 0.6])
+    cats = ["math", "math", "law"]
+    cap = np.array([[1, 0, 0], [0, 1, 1]], dtype=np.float64)
+    measured = np.array([[True, True, True], [True, True, False]])
+    table = {"math": np.array([0.7, 0.4]), "law": np.array([0.2, 0.9])}
+    g = np.array([0.5, 0.5])
+    got = core.hier_prior_scores(
+        sims, cap, measured, cats, table, g, 2.0, temperature=0.1, category_temperature=0.05
+    )
+    u = np.exp((sims - 0.9) / 0.05)
+    p_math = (u[0] + u[1]) / u.sum()
+    pi = p_math * table["math"] + (1 - p_math) * table["law"]
+    w = np.exp((sims - 1.0) / 0.1)
+    want = [(w[0] + 2 * pi[0]) / (w.sum() + 2), (w[1] + 2 * pi[1]) / (w[0] + w[1] + 2)]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # a = 0: the kernel-weighted local accuracy; no local evidence keeps the category prior
+    local = core.hier_prior_scores(
+        sims, cap, np.array([[True] * 3, [False] * 3]), cats, table, g, 0.0
+    )
+    np.testing.assert_allclose(local[0], w[0] / w.sum(), rtol=1e-12)
+    shares = core.category_shares(sims, cats, 0.05)
+    assert local[1] == pytest.approx(shares["math"] * 0.4 + shares["law"] * 0.9)
+    # a huge strength gives the inferred-category prior itself
+    prior_only = core.hier_prior_scores(sims, cap, measured, cats, table, g, 1e12)
+    np.testing.assert_allclose(prior_only, pi, rtol=1e-9)
+
+
+def test_hier_priors_fall_back_to_the_global_accuracy() -> None:
+    g = np.array([0.3, 0.8])
+    empty = core.hier_prior_scores(np.empty(0), np.zeros((2, 0)), None, [], {}, g, 1.0)
+    np.testing.assert_allclose(empty, g)
+    # a category missing from the table counts as the global accuracy
+    sims, cap = np.array([0.95]), np.array([[1.0], [0.0]])
+    got = core.hier_prior_scores(sims, cap, None, ["new"], {}, g, 1e12)
+    np.testing.assert_allclose(got, g, rtol=1e-9)
+
+
+def test_hier_rule_does_not_need_the_query_category() -> None:
+    """The query's category is inferred: the same support set gives the same priors, whatever
+    category the query really has, and a model strong on the neighbours' category wins when the
+    local record is thin."""
+    sims = np.array([0.55, 0.5])  # far neighbours: little local weight
+    cap = np.array([[0.0, 0.0], [1.0, 1.0]])  # model 1 right on both, model 0 wrong
+    table = {"physics": np.array([0.9, 0.6])}
+    got = core.hier_prior_scores(sims, cap, None, ["physics"] * 2, table, np.full(2, 0.5), 1.0)
+    assert got[0] > got[1]  # ~0.01 of local weight against a pseudo-count of 1
+    close = core.hier_prior_scores(
+        np.array([0.99, 0.98]), cap, None, ["physics"] * 2, table, np.full(2, 0.5), 1.0
+    )
+    assert close[1] > close[0]  # near-duplicates outweigh the category prior
+
+
+def test_hier_bad_input_is_named() -> None:
+    sims, cap, g = np.ones(2), np.ones((2, 2)), np.ones(2)
+    cats, table = ["a", "a"], {"a": np.ones(2)}
+    with pytest.raises(ValueError, match="strength"):
+        core.hier_prior_scores(sims, cap, None, cats, table, g, -1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        core.hier_prior_scores(sims, cap, None, cats, table, g, 1.0, temperature=0.0)
+    with pytest.raises(ValueError, match="support-set columns"):
+        core.hier_prior_scores(sims, np.ones((2, 3)), None, cats, table, g, 1.0)
+    with pytest.raises(ValueError, match="prior_accuracy"):
+        core.hier_prior_scores(sims, cap, None, cats, table, np.ones(3), 1.0)
+    with pytest.raises(ValueError, match="categories"):
+        core.hier_prior_scores(sims, cap, None, ["a"], table, g, 1.0)
+    with pytest.raises(ValueError, match="category_table"):
+        core.hier_prior_scores(sims, cap, None, cats, {"a": np.ones(3)}, g, 1.0)

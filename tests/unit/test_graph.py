@@ -379,3 +379,46 @@ def test_shrunk_prior_rule_ranks_by_shrunk_support_accuracy(bank, embedder) -> N
     )
     assert [priors[m] for m in pool.names] == pytest.approx(expected, abs=1e-6)
     assert bank.accuracy(["mathy", "weak", "absent"]) == pytest.approx([0.5, 0.0, 0.5])
+
+
+def test_hier_prior_rule_shrinks_toward_the_inferred_category(bank, embedder) -> None:
+    """prior_rule="hier": the graph's priors are `core.hier_prior_scores` on the bank's support
+    set, its categories (the family where a question has none) and per-category accuracies."""
+    from smcs_graph import BankQuestion, core
+
+    fakes = {
+        name: FakeChatModel(responses=[f"{name} answer"]) for name in ("mathy", "histo", "weak")
+    }
+    pool = make_pool(**fakes)
+    out = compile_graph(pool, bank, embedder, prior_rule="hier", hier_strength=0.5).invoke(
+        {"question": "What is 12 plus 30?"}, RUN
+    )
+    priors = out["trace"]["priors"]
+    assert out["trace"]["referencers"][0] == "mathy"
+    assert all(0.0 <= v <= 1.0 for v in priors.values())
+    support = bank.support(
+        embedder.embed(["What is 12 plus 30?"])[0], pool.names, n_sup_base=4, gamma=0.95
+    )
+    assert set(support.categories) <= {"math", "history"}
+    table = bank.category_accuracy(pool.names, 10.0)
+    assert table["math"][pool.names.index("mathy")] == pytest.approx((6 + 10 * 0.5) / 16)
+    expected = core.hier_prior_scores(
+        support.similarities,
+        support.capability,
+        support.measured,
+        support.categories,
+        table,
+        bank.accuracy(pool.names),
+        0.5,
+        temperature=0.1,
+        category_temperature=0.05,
+    )
+    assert [priors[m] for m in pool.names] == pytest.approx(expected, abs=1e-6)
+    # an explicit category wins over the family, and the cached table follows writes
+    bank.add_questions(
+        [BankQuestion(id="x0", question="Sum 2 and 2.", family="math", category="arith")]
+    )
+    bank.record_results("weak", {"x0": True})
+    after = bank.category_accuracy(["weak", "absent"])
+    assert after["arith"] == pytest.approx([1.0, 0.5])
+    assert after["math"][0] == 0.0

@@ -25,12 +25,15 @@ from smcs_graph.evaluation import (
 )
 from smcs_graph.evaluation.embeddings import cached_embeddings, texts_key
 from smcs_graph.evaluation.replay import (
+    calibrate_hier,
     calibrate_shrunk,
     category_accuracy,
     evaluate_rankings,
+    hier_priors,
     random_metrics,
     rps_priors,
     shrunk_priors,
+    similarity_matrix,
     stratified_split,
     support_mask,
 )
@@ -86,6 +89,47 @@ def test_vectorized_support_and_priors_equal_core_per_query(rule: core.Rule) -> 
                 sims[row, idx], cap[:, idx], measured[:, idx], g, 0.5, temperature=0.1
             )
             np.testing.assert_allclose(soft[row], want_soft, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("rule", ["paper", "authors"])
+def test_vectorized_hier_priors_equal_core_per_query(rule: core.Rule) -> None:
+    rng = np.random.default_rng(5)
+    sims = random_sims(rng, 20, 150)
+    cap = (rng.random((5, 150)) < 0.5).astype(np.float64)
+    measured = rng.random((5, 150)) < 0.8
+    labels = [f"c{i}" for i in rng.integers(0, 4, 150)]
+    g = core.global_accuracy(cap, measured)
+    table = core.category_accuracy(cap, measured, labels, strength=3.0)
+    del table["c3"]  # a category missing from the table counts as g, in both
+    for n_sup, gamma, strength in [(10, 0.95, 0.5), (40, 1.0, 0.0), (150, 0.9, 4.0)]:
+        got = hier_priors(
+            sims,
+            cap,
+            measured,
+            labels,
+            table,
+            g,
+            n_sup,
+            gamma,
+            strength,
+            temperature=0.13,
+            category_temperature=0.05,
+            rule=rule,
+        )
+        for row in range(20):
+            idx = core.support_set(sims[row], n_sup, gamma, rule=rule)
+            want = core.hier_prior_scores(
+                sims[row, idx],
+                cap[:, idx],
+                measured[:, idx],
+                [labels[i] for i in idx],
+                table,
+                g,
+                strength,
+                temperature=0.13,
+                category_temperature=0.05,
+            )
+            np.testing.assert_allclose(got[row], want, rtol=1e-12, atol=1e-12)
 
 
 def test_category_accuracy_uses_measured_entries_and_falls_back_to_global() -> None:
@@ -241,7 +285,116 @@ def test_calibration_prefers_global_evidence_when_local_evidence_is_noise() -> N
     assert choice.loo_top1 == pytest.approx(0.8, abs=0.05)
 
 
+def category_data(
+    n: int = 600, seed: int = 0
+) -> tuple[NDArray[np.float32], NDArray[np.float64], NDArray[np.bool_], list[str]]:
+    """Three categories, each a cluster; model k is right on 90% of category k, 30% elsewhere."""
+    rng = np.random.default_rng(seed)
+    category = rng.integers(0, 3, n)
+    centers = np.eye(8)[:3] * 3.0
+    emb = (centers[category] + rng.normal(0.0, 0.7, (n, 8))).astype(np.float32)
+    best = np.eye(3, dtype=bool)[:, category]  # (3, n): model k on category k
+    cap = np.where(best, rng.random((3, n)) < 0.9, rng.random((3, n)) < 0.3).astype(np.float64)
+    measured = rng.random((3, n)) < 0.95
+    measured[:, :2] = True
+    return emb, cap, measured, [f"c{c}" for c in category]
+
+
+def test_hier_calibration_is_exact_leave_one_out() -> None:
+    """Each LOO query's priors equal `hier_priors` on the bank without that question: its row,
+    its outcomes in the global and category accuracies, and never its own category."""
+    emb, cap, measured, labels = category_data(n=90, seed=3)
+    choice = calibrate_hier(
+        emb,
+        cap,
+        measured,
+        labels,
+        n_sup_base=12,
+        temperature_grid=(0.2,),
+        strength_grid=(1.5,),
+        category_temperature=0.1,
+        category_strength=4.0,
+        queries=1000,
+    )
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    rows = np.flatnonzero(measured.sum(axis=0) >= 2)
+    priors = []
+    for q in rows:
+        rest = np.delete(np.arange(90), q)
+        rest_labels = [labels[i] for i in rest]
+        sims = similarity_matrix(unit[[q]], unit[rest])
+        priors.append(
+            hier_priors(
+                sims,
+                cap[:, rest],
+                measured[:, rest],
+                rest_labels,
+                core.category_accuracy(cap[:, rest], measured[:, rest], rest_labels, 4.0),
+                core.global_accuracy(cap[:, rest], measured[:, rest]),
+                12,
+                0.95,
+                1.5,
+                temperature=0.2,
+                category_temperature=0.1,
+            )[0]
+        )
+    want = evaluate_rankings(
+        np.stack(priors), np.where(measured, cap, 0.0)[:, rows].T, measured[:, rows].T, (1,)
+    )
+    assert (choice.temperature, choice.strength) == (0.2, 1.5)
+    assert (choice.category_temperature, choice.category_strength) == (0.1, 4.0)
+    assert choice.loo_top1 == pytest.approx(want.top1, abs=1e-12)
+    assert choice.loo_pairwise == pytest.approx(want.pairwise, abs=1e-12)
+
+
+def test_hier_rule_infers_the_category_the_router_is_told() -> None:
+    emb, cap, measured, categories = category_data()
+    settings = ReplaySettings(
+        seeds=(0, 1),
+        n_sup_base=40,
+        sweep_n_sup_base=(),
+        sweep_gamma=(),
+        shrunk_n_sup_grid=(40,),
+        hier_temperature_grid=(0.1, 0.3),
+        hier_strength_grid=(0.5, 50.0),
+    )
+    lines: list[str] = []
+    report = run_replay(
+        emb, cap, measured, categories, ["A", "B", "C"], settings, progress=lines.append
+    )
+    mean = {name: report.summary(name)["top1"]["mean"] for name in report.results}
+    assert mean["per-category"] > 0.8
+    assert mean["rps-hier"] >= mean["per-category"] - 0.05  # without being told the category
+    assert mean["rps-hier"] > mean["best-single"] + 0.2
+    assert all(s.hier is not None and s.hier.temperature in (0.1, 0.3) for s in report.splits)
+    assert "(hier: temperature=" in lines[0]
+    text = render_text(report)
+    assert "RPS, hier" in text and "Hier rule settings chosen on the bank" in text
+    payload = json.loads(render_json(report))
+    assert payload["splits"][0]["hier"]["category_temperature"] == 0.05
+    only = run_replay(
+        emb,
+        cap,
+        measured,
+        categories,
+        ["A", "B", "C"],
+        ReplaySettings(rules=("hier",), seeds=(0,), sweep_n_sup_base=(), sweep_gamma=()),
+    )
+    assert "rps-hier" in only.results and "rps" not in only.results
+    assert only.splits[0].shrunk is None and only.splits[0].hier is not None
+
+
 def test_settings_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match="hier rule's temperatures"):
+        ReplaySettings(hier_temperature_grid=(0.0,))
+    with pytest.raises(ValueError, match="hier rule's temperatures"):
+        ReplaySettings(hier_category_temperature=-1.0)
+    with pytest.raises(ValueError, match="strengths"):
+        ReplaySettings(hier_strength_grid=(-1.0,))
+    with pytest.raises(ValueError, match="grids"):
+        ReplaySettings(hier_strength_grid=())
+    with pytest.raises(ValueError, match="hier_calibration_queries"):
+        ReplaySettings(hier_calibration_queries=0)
     with pytest.raises(ValueError, match="rules"):
         ReplaySettings(rules=("best",))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="seeds"):
