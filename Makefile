@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test unit integration lint format demo bench clean
+.PHONY: install test unit integration lint format demo studio default-matrix bench clean
 
 # torch is pinned in the same install so pip takes the local CPU build, not CUDA wheels.
 $(STAMP): pyproject.toml requirements-models.txt requirements-graders.txt requirements-data.txt Makefile
@@ -37,8 +37,19 @@ format: $(STAMP)
 	$(BIN)/ruff format smcs_graph tests examples benchmarks
 	$(BIN)/ruff check --fix smcs_graph tests examples benchmarks
 
+QUESTION ?= A train leaves at 3:40 pm and the trip takes 2 hours 35 minutes. At what time does it arrive?
+
+# The main job on the embedded default: the local pool on the default bank (built on first run).
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python examples/local_demo.py
+	HF_HUB_OFFLINE=1 $(BIN)/smcs ask "$(QUESTION)"
+
+# Studio: serves langgraph.json (the graph on the embedded default) offline on 127.0.0.1:2024.
+studio: $(STAMP)
+	HF_HUB_OFFLINE=1 LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --no-browser
+
+# Reproduces smcs_graph/data/default_bank/local_pool_matrix.csv (resumable; about an hour).
+default-matrix: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m smcs_graph.embedded profile
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/orchestration_overhead.py

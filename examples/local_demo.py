@@ -1,35 +1,37 @@
-"""The main job on the embedded default: several local LLMs collaborate on one question.
+"""The main job on the embedded default, from Python: several local LLMs answer one question.
 
-    make demo                                   # sets everything up, then runs this
     .venv/bin/python examples/local_demo.py "Your question here"
 
-Starts the local models (xllamacpp on 127.0.0.1), profiles them once on the starter bank, then
-runs the SMCS graph, printing each stage as it happens and a summary of the run.
+`make demo` runs the same through the command line (`smcs ask`). `default_graph()` starts the
+local models (xllamacpp on 127.0.0.1), opens the default bank (built in the cache on first use
+from the local pool's committed results) and compiles the SMCS graph with the local settings;
+this script streams each stage as it happens and prints a summary of the run.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
 
-from _starter import local_pool, starter_bank
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from smcs_graph import build_graph
 from smcs_graph.cli._render import render_progress, render_trace
+from smcs_graph.embedded import default_graph, local_config
 
 DEFAULT_QUESTION = "What is 17 times 3? Reply with the number only."
 
 
 def main(question: str) -> None:
     started = time.perf_counter()
-    pool, config = local_pool()
-    bank = starter_bank(pool)
-    graph = build_graph(pool, bank, bank.embedder, config).compile()
+    graph = default_graph(progress=True)
     print(f"\nQuestion: {question}\n")
     final: dict[str, Any] = {}
     for mode, chunk in graph.stream(
-        {"question": question}, {"max_concurrency": 16}, stream_mode=["custom", "values"]
+        {"question": question},
+        {"max_concurrency": local_config().max_concurrency},
+        stream_mode=["custom", "values"],
     ):
         if mode == "custom":
             print(render_progress(chunk), flush=True)

@@ -42,9 +42,24 @@ def embedder_from_spec(spec: str) -> Embedder:
     )
 
 
-def add_bank_options(parser: argparse.ArgumentParser, *, bank_help: str) -> None:
-    """--bank, --name and --embedder, shared by the bank and profile commands."""
-    parser.add_argument("--bank", type=Path, required=True, metavar="PATH", help=bank_help)
+DEFAULT_BANK_HELP = (
+    "; default with the default --pool: the default bank (built in the cache on first use "
+    "from the local pool's committed results)"
+)
+
+
+def add_bank_options(
+    parser: argparse.ArgumentParser, *, bank_help: str, default: bool = False
+) -> None:
+    """--bank, --name and --embedder, shared by the bank and profile commands; with `default`
+    --bank may be left out together with --pool (the embedded default bank)."""
+    parser.add_argument(
+        "--bank",
+        type=Path,
+        required=not default,
+        metavar="PATH",
+        help=bank_help + (DEFAULT_BANK_HELP if default else ""),
+    )
     parser.add_argument(
         "--name",
         default="smcs_bank",
@@ -53,14 +68,21 @@ def add_bank_options(parser: argparse.ArgumentParser, *, bank_help: str) -> None
     parser.add_argument("--embedder", default="minilm", metavar="SPEC", help=EMBEDDER_HELP)
 
 
-def add_pool_options(parser: argparse.ArgumentParser) -> None:
-    """--pool and --set, shared by the commands that run the pool."""
+def add_pool_options(parser: argparse.ArgumentParser, *, default: bool = False) -> None:
+    """--pool and --set, shared by the commands that run the pool; with `default` --pool may
+    be left out (the embedded local pool and its settings)."""
     parser.add_argument(
         "--pool",
         type=Path,
-        required=True,
+        required=not default,
         metavar="FILE",
-        help="pool file (YAML or JSON): the models, and optional 'smcs:' settings",
+        help="pool file (YAML or JSON): the models, and optional 'smcs:' settings"
+        + (
+            "; default: the embedded local pool (small models served on 127.0.0.1, "
+            "no API key) with settings for a small CPU machine"
+            if default
+            else ""
+        ),
     )
     parser.add_argument(
         "--set",
@@ -90,7 +112,7 @@ def run_settings(args: argparse.Namespace) -> tuple[dict[str, Any], SMCSConfig]:
     from smcs_graph.config import SMCSConfig
     from smcs_graph.pool import load_config_file
 
-    raw = load_config_file(args.pool)
+    raw = load_config_file(pool_file(args))
     config = SMCSConfig.from_mapping({**(raw.get("smcs") or {}), **parse_overrides(args.set)})
     return raw, config
 
@@ -99,13 +121,31 @@ def load_pool(args: argparse.Namespace, raw: dict[str, Any]) -> Pool:
     """The pool of --pool (starts embedded local models it names)."""
     from smcs_graph.pool import Pool
 
-    return Pool.from_config(raw, source=str(args.pool))
+    return Pool.from_config(raw, source=str(pool_file(args)))
+
+
+def pool_file(args: argparse.Namespace) -> Path:
+    """--pool, or the embedded local pool's file when it was left out."""
+    if args.pool is not None:
+        return Path(args.pool)
+    from smcs_graph.embedded import LOCAL_POOL_FILE
+
+    return LOCAL_POOL_FILE
 
 
 def open_bank(args: argparse.Namespace, *, create: bool, resume: bool = False) -> QuestionBank:
     """The bank named by --bank/--name/--embedder; `resume` opens an interrupted build."""
     from smcs_graph.bank import QuestionBank
 
+    if args.bank is None:
+        if getattr(args, "pool", None) is not None:
+            raise ConfigError(
+                "--bank is required with --pool: the default bank holds results for the "
+                "embedded local pool only (profile your pool on a bank with `smcs profile`)"
+            )
+        from smcs_graph.embedded import open_default_bank
+
+        return open_default_bank(embedder=embedder_from_spec(args.embedder))
     return QuestionBank.open(
         args.bank,
         embedder_from_spec(args.embedder),

@@ -20,7 +20,9 @@ def render_trace(trace: Mapping[str, Any], answer: str) -> str:
         f"(similarity >= {trace['threshold']:.3f})"
     )
     for example in trace["support_examples"][:3]:
-        first_line = example["question"].splitlines()[0]
+        first_line = next(
+            (line.strip() for line in example["question"].splitlines() if line.strip()), ""
+        )[:100]
         lines.append(f"    {example['similarity']:.3f}  [{example['family']}] {first_line}")
     for name, prior in sorted(trace["priors"].items(), key=lambda kv: -kv[1]):
         lines.append(f"  prior {name}: {prior:.3f}")

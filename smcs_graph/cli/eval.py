@@ -47,9 +47,11 @@ def register(commands: Any) -> None:
             "in the report; rerun to retry them); 2 bad usage or configuration."
         ),
     )
-    add_pool_options(parser)
+    add_pool_options(parser, default=True)
     add_bank_options(
-        parser, bank_help="bank folder with the pool's recorded results (`smcs profile`)"
+        parser,
+        bank_help="bank folder with the pool's recorded results (`smcs profile`)",
+        default=True,
     )
     parser.add_argument(
         "--test",
@@ -133,7 +135,14 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             progress=not args.no_progress,
         )
-        bank_folder = args.bank.expanduser().resolve()
+        if args.bank is None:
+            # The embedded default: building the bank also writes its test split beside it.
+            open_bank(args, create=False).close()
+            from smcs_graph.embedded import default_bank_path
+
+            bank_folder = default_bank_path()
+        else:
+            bank_folder = args.bank.expanduser().resolve()
         test = args.test or bank_folder.with_name(f"{bank_folder.name}.test.jsonl")
         if not test.is_file():
             raise ConfigError(

@@ -23,8 +23,8 @@ def register(commands: Any) -> None:
             "(in-flight requests finish first)."
         ),
     )
-    add_pool_options(parser)
-    add_bank_options(parser, bank_help="question bank folder (Chroma on disk)")
+    add_pool_options(parser, default=True)
+    add_bank_options(parser, bank_help="question bank folder (Chroma on disk)", default=True)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     auth = parser.add_mutually_exclusive_group()
@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     pool = load_pool(args, raw)
     try:
         bank = open_bank(args, create=False)
-    except BankError as exc:
+    except (BankError, ConfigError) as exc:
         return fail(exc)
     if settings.api_key is None and not _is_loopback(args.host):
         print(

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from smcs_graph.local_models import (
     LocalModelError,
+    default_cache_dir,
     get_local_servers,
     local_chat_model,
     locate_parts,
@@ -52,3 +54,15 @@ def local_servers() -> Iterator[dict[str, str]]:
 def local_chat_models(local_servers: dict[str, str]) -> dict[str, ChatOpenAI]:
     """{name: ChatOpenAI} on the local pool's servers (logprobs on, no retries)."""
     return {name: local_chat_model(name, threads=THREADS) for name in local_servers}
+
+
+@pytest.fixture(scope="session")
+def smcs_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh SMCS cache for the session (set SMCS_CACHE_DIR to it in subprocesses) whose
+    `models` folder is the machine's real one: the GGUF files are assembled and verified once
+    per machine, not per test; banks built in it are shared by the session's tests."""
+    root = tmp_path_factory.mktemp("smcs-cache")
+    models = default_cache_dir()
+    models.mkdir(parents=True, exist_ok=True)
+    (root / "models").symlink_to(models, target_is_directory=True)
+    return root

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from smcs_graph.embedded import local_config, local_model_names
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    # one cache for the module: the starter bank is profiled by the first example only
-    cache = tmp_path_factory.mktemp("smcs-cache")
-    return {**os.environ, "SMCS_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
+def env(smcs_cache: Path) -> dict[str, str]:
+    # one cache for the session: the starter bank is profiled by the first example only, the
+    # default bank is built once
+    return {**os.environ, "SMCS_CACHE_DIR": str(smcs_cache), "HF_HUB_OFFLINE": "1"}
 
 
 def run_example(name: str, env: dict[str, str], *args: str) -> str:
@@ -36,16 +38,19 @@ def run_example(name: str, env: dict[str, str], *args: str) -> str:
 
 def test_local_demo_prints_a_collaborative_answer(env) -> None:
     out = run_example("local_demo.py", env, "What is 20 plus 22? Reply with the number only.")
-    assert "profiling qwen2.5-coder-0.5b" in out and "profiling smollm2-135m" in out
-    assert "referencers: qwen2.5-coder-0.5b, smollm2-135m" in out or (
-        "referencers: smollm2-135m, qwen2.5-coder-0.5b" in out
-    )
-    assert out.count("[referencer] model=") == 2
-    assert out.count("[aggregate] index=") == 3
+    settings, models = local_config(), local_model_names()
+    k = min(settings.k, len(models))
+    referencers = next(line for line in out.splitlines() if "referencers:" in line)
+    names = referencers.split("referencers:")[1].split(";")[0].strip().split(", ")
+    assert len(names) == k and set(names) <= set(models)
+    assert out.count("[referencer] model=") == k
+    assert out.count("[aggregate] index=") == settings.n_aggregations
     candidates = [line for line in out.splitlines() if "subset=" in line and "ppl=" in line]
-    assert len(candidates) == 3 and not any("ppl=n/a" in line for line in candidates)
+    assert len(candidates) == settings.n_aggregations
+    assert not any("ppl=n/a" in line for line in candidates)
     assert sum(line.startswith(" *") for line in candidates) == 1
     assert "\nAnswer: " in out
+    assert out.count("  prior ") == len(models)  # every model's prior, and why it was picked
 
 
 def test_graph_invoke_example(env) -> None:
