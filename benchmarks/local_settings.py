@@ -3,8 +3,8 @@ question, and memory peak, on the real local models and the default bank.
 
 1. Batching: N_PARALLEL requests to one local model at once, on a server with 1 slot (they
    queue) and on one with N_PARALLEL slots (llama.cpp decodes them in one batch); prints both
-   wall times and their ratio. With one thread per server the gain measured here was small
-   (about 1.2x for Qwen2.5-Coder-1.5B), so the local pool file keeps one slot per model.
+   wall times and their ratio. With one thread per server batching gained nothing reliable
+   here (0.9x-1.1x of the queued time), so the local pool file keeps one slot per model.
 2. SMCS with the local settings (data/local_pool.yaml): time to the first answer in a fresh
    process (servers started, bank opened, one question answered), then the wall time of each of
    `--questions` questions from the default bank's held-out test split (median and range), and

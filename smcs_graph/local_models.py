@@ -843,8 +843,8 @@ class LocalServerManager:
 
         ``parallel`` slots decode that many requests together in one batch (llama.cpp's
         continuous batching; each slot gets the full context, ``n_ctx`` per slot). On a CPU
-        server with one thread the gain is small (about 1.2x measured for 3-4 requests to
-        Qwen2.5-Coder-1.5B, ``benchmarks/local_settings.py``); on GPUs it is large.
+        server with one thread it gains nothing reliable (3 requests to Qwen2.5-Coder-1.5B took
+        0.9x-1.1x the queued time here, ``benchmarks/local_settings.py``); on GPUs it pays.
 
         Raises ``LocalModelError`` naming every model that failed; the others keep running.
         """
