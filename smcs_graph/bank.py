@@ -983,11 +983,7 @@ class QuestionBank:
         snap = self._snap()
         cached = self._category_counts
         if cached is None or cached[0] is not snap:
-            names = sorted(set(snap.categories))
-            position = {name: j for j, name in enumerate(names)}
-            codes = np.fromiter(
-                (position[c] for c in snap.categories), dtype=np.intp, count=len(snap.categories)
-            )
+            names, codes = core.category_codes(snap.categories)
             tallies = {
                 model: (
                     np.bincount(codes[row == 1], minlength=len(names)).astype(np.int64),
@@ -997,21 +993,13 @@ class QuestionBank:
             }
             cached = self._category_counts = (snap, names, tallies)
         _, names, per_model = cached
-        if not math.isfinite(strength) or strength < 0.0:
-            raise ValueError(f"strength must be finite and >= 0, got {strength}")
         zero = np.zeros(len(names), dtype=np.int64)
         correct = np.array([per_model.get(m, (zero, zero))[0] for m in models], dtype=np.float64)
         counts = np.array([per_model.get(m, (zero, zero))[1] for m in models], dtype=np.float64)
-        correct = correct.reshape(len(models), len(names))
-        counts = counts.reshape(len(models), len(names))
-        total_correct, total_counts = correct.sum(axis=1), counts.sum(axis=1)
-        g = np.where(total_counts > 0, total_correct / np.maximum(total_counts, 1), 0.5)
-        total = counts + strength
-        table = np.divide(
-            correct + strength * g[:, np.newaxis],
-            total,
-            out=np.broadcast_to(g[:, np.newaxis], total.shape).copy(),
-            where=total > 0.0,
+        table = core.shrunk_category_table(
+            correct.reshape(len(models), len(names)),
+            counts.reshape(len(models), len(names)),
+            strength,
         )
         return {name: table[:, j].copy() for j, name in enumerate(names)}
 

@@ -49,6 +49,7 @@ __all__ = [
     "PriorRule",
     "Rule",
     "category_accuracy",
+    "category_codes",
     "category_shares",
     "cosine_similarities",
     "global_accuracy",
@@ -62,6 +63,7 @@ __all__ = [
     "prior_drop_subsets",
     "prior_scores",
     "select_top_k",
+    "shrunk_category_table",
     "shrunk_prior_scores",
     "support_set",
     "support_threshold",
@@ -541,27 +543,50 @@ def shrunk_prior_scores(
         raise ValueError(f"strength must be finite and >= 0, got {strength}")
     if temperature is not None and not (math.isfinite(temperature) and temperature > 0.0):
         raise ValueError(f"temperature must be finite and > 0 (or None), got {temperature}")
+    cap, mask = _support_outcomes(sims, capability, measured, g)
+    return _shrink(cap, mask, support_weights(sims, temperature), g, strength)
+
+
+def _support_outcomes(
+    sims: NDArray[np.float64],
+    capability: ArrayLike,
+    measured: ArrayLike | None,
+    prior: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """The support-set capability (R, n) and its measured mask, checked against `sims` (n,)
+    and `prior` (R,): what the shrinkage rules weigh."""
     cap = np.asarray(capability, dtype=np.float64)
     if cap.ndim != 2 or cap.shape[1] != sims.shape[0]:
         raise ValueError(
             f"capability must be (R, {sims.shape[0]}) (the support-set columns), got {cap.shape}"
         )
-    if g.shape[0] != cap.shape[0]:
-        raise ValueError(f"prior_accuracy has {g.shape[0]} entries for {cap.shape[0]} models")
+    if prior.shape[0] != cap.shape[0]:
+        raise ValueError(f"prior_accuracy has {prior.shape[0]} entries for {cap.shape[0]} models")
     mask = np.ones(cap.shape, dtype=bool) if measured is None else np.asarray(measured, bool)
     if mask.shape != cap.shape:
         raise ValueError(f"measured has shape {mask.shape} but capability has shape {cap.shape}")
     if not np.isfinite(cap[mask]).all():
         raise ValueError("capability has a non-finite value in a measured entry")
-    weights = support_weights(sims, temperature)
+    return cap, mask
+
+
+def _shrink(
+    cap: NDArray[np.float64],
+    mask: NDArray[np.bool_],
+    weights: NDArray[np.float64],
+    target: NDArray[np.float64],
+    strength: float,
+) -> NDArray[np.float64]:
+    """(sum_i w_i M C + a * target) / (sum_i w_i M + a); a = 0: the local accuracy, `target`
+    for a model without local evidence."""
     correct = np.where(mask, cap, 0.0) @ weights
     evidence = mask.astype(np.float64) @ weights
     if strength == 0.0:
         local: NDArray[np.float64] = np.divide(
-            correct, evidence, out=g.copy(), where=evidence > 0.0
+            correct, evidence, out=target.copy(), where=evidence > 0.0
         )
         return local
-    posterior: NDArray[np.float64] = (correct + strength * g) / (evidence + strength)
+    posterior: NDArray[np.float64] = (correct + strength * target) / (evidence + strength)
     return posterior
 
 
@@ -604,24 +629,43 @@ def category_accuracy(
     labels = [str(c) for c in categories]
     if len(labels) != cap.shape[1]:
         raise ValueError(f"categories has {len(labels)} entries for {cap.shape[1]} columns")
-    if not math.isfinite(strength) or strength < 0.0:
-        raise ValueError(f"strength must be finite and >= 0, got {strength}")
-    g = global_accuracy(cap, mask)
-    names = sorted(set(labels))
-    position = {name: j for j, name in enumerate(names)}
-    codes = np.fromiter((position[c] for c in labels), dtype=np.intp, count=len(labels))
+    names, codes = category_codes(labels)
     onehot = np.zeros((cap.shape[1], len(names)), dtype=np.float64)
     onehot[np.arange(cap.shape[1]), codes] = 1.0
     correct = np.where(mask, cap, 0.0) @ onehot  # (R, C)
     counts = mask.astype(np.float64) @ onehot
-    total = counts + strength
-    table = np.divide(
-        correct + strength * g[:, np.newaxis],
+    table = shrunk_category_table(correct, counts, strength)
+    return {name: table[:, j].copy() for j, name in enumerate(names)}
+
+
+def category_codes(labels: Sequence[str]) -> tuple[list[str], NDArray[np.intp]]:
+    """The sorted distinct labels and each label's index among them."""
+    names = sorted(set(labels))
+    position = {name: j for j, name in enumerate(names)}
+    codes = np.fromiter((position[c] for c in labels), dtype=np.intp, count=len(labels))
+    return names, codes
+
+
+def shrunk_category_table(
+    correct: ArrayLike, counts: ArrayLike, strength: float
+) -> NDArray[np.float64]:
+    """A[m, c] = (correct[m, c] + b g_m) / (counts[m, c] + b) from per-category tallies (R, C),
+    g_m = each model's accuracy over all its counted questions (0.5 with none); g_m where
+    counts + b = 0. b = `strength` (a pseudo-count in questions)."""
+    if not math.isfinite(strength) or strength < 0.0:
+        raise ValueError(f"strength must be finite and >= 0, got {strength}")
+    right = np.asarray(correct, dtype=np.float64)
+    seen = np.asarray(counts, dtype=np.float64)
+    total_right, total_seen = right.sum(axis=1), seen.sum(axis=1)
+    g = np.where(total_seen > 0, total_right / np.maximum(total_seen, 1), 0.5)
+    total = seen + strength
+    table: NDArray[np.float64] = np.divide(
+        right + strength * g[:, np.newaxis],
         total,
         out=np.broadcast_to(g[:, np.newaxis], total.shape).copy(),
         where=total > 0.0,
     )
-    return {name: table[:, j].copy() for j, name in enumerate(names)}
+    return table
 
 
 def category_shares(
@@ -694,18 +738,7 @@ def hier_prior_scores(
         raise ValueError(f"strength must be finite and >= 0, got {strength}")
     if not (math.isfinite(temperature) and temperature > 0.0):
         raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-    cap = np.asarray(capability, dtype=np.float64)
-    if cap.ndim != 2 or cap.shape[1] != sims.shape[0]:
-        raise ValueError(
-            f"capability must be (R, {sims.shape[0]}) (the support-set columns), got {cap.shape}"
-        )
-    if g.shape[0] != cap.shape[0]:
-        raise ValueError(f"prior_accuracy has {g.shape[0]} entries for {cap.shape[0]} models")
-    mask = np.ones(cap.shape, dtype=bool) if measured is None else np.asarray(measured, bool)
-    if mask.shape != cap.shape:
-        raise ValueError(f"measured has shape {mask.shape} but capability has shape {cap.shape}")
-    if not np.isfinite(cap[mask]).all():
-        raise ValueError("capability has a non-finite value in a measured entry")
+    cap, mask = _support_outcomes(sims, capability, measured, g)
     shares = category_shares(sims, categories, category_temperature)
     if shares:
         pi = np.zeros(cap.shape[0], dtype=np.float64)
@@ -719,11 +752,4 @@ def hier_prior_scores(
             pi += share * acc
     else:
         pi = g.copy()
-    weights = kernel_weights(sims, temperature)
-    correct = np.where(mask, cap, 0.0) @ weights
-    evidence = mask.astype(np.float64) @ weights
-    if strength == 0.0:
-        local: NDArray[np.float64] = np.divide(correct, evidence, out=pi, where=evidence > 0.0)
-        return local
-    posterior: NDArray[np.float64] = (correct + strength * pi) / (evidence + strength)
-    return posterior
+    return _shrink(cap, mask, kernel_weights(sims, temperature), pi, strength)

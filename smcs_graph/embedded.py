@@ -42,9 +42,11 @@ __all__ = [
     "default_graph",
     "export_matrix",
     "local_config",
+    "local_model_names",
     "local_pool",
     "main",
     "open_default_bank",
+    "profile_local_pool",
     "stratified_order",
 ]
 
@@ -261,19 +263,14 @@ def profile_local_pool(
         with bank.building():
             add_records(bank, bank_records, progress=progress)
     pool = local_pool()
-    names = list(models) if models else pool.names
-    settings = dict(PROFILE_SETTINGS)
     report = profile_pool(
         bank,
         pool,
-        models=names,
+        models=list(models) if models else None,
         cache=folder.with_name(f"{folder.name}.responses.sqlite"),
         concurrency=concurrency,
         progress=progress,
-        max_tokens=settings["max_tokens"],
-        family_max_tokens=settings["family_max_tokens"],
-        temperature=settings["temperature"],
-        seed=settings["seed"],
+        **PROFILE_SETTINGS,
     )
     export_matrix(bank, local_model_names(), matrix_out)
     return report
@@ -302,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = profile_local_pool(
             args.cache_dir, matrix_out=args.out, concurrency=args.concurrency
         )
-        print(report.summary() if hasattr(report, "summary") else report)
+        print(report.summary())
         print(f"wrote {args.out}", file=sys.stderr)
         return 0
     bank = open_default_bank(args.cache_dir)

@@ -135,12 +135,11 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit,
             progress=not args.no_progress,
         )
-        if args.bank is None:
-            # The embedded default: building the bank also writes its test split beside it.
-            open_bank(args, create=False).close()
-            from smcs_graph.embedded import default_bank_path
-
-            bank_folder = default_bank_path()
+        # The embedded default is opened (built on first use, with its test split beside it)
+        # once, here; a bank named by --bank is opened after the cheap checks below.
+        default_bank = open_bank(args, create=False) if args.bank is None else None
+        if default_bank is not None:
+            bank_folder = Path(default_bank.where)
         else:
             bank_folder = args.bank.expanduser().resolve()
         test = args.test or bank_folder.with_name(f"{bank_folder.name}.test.jsonl")
@@ -153,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         # Last: building the pool may start local model servers.
         pool = load_pool(args, raw)
         out = args.out or bank_folder.with_name(f"{bank_folder.name}.eval")
-        with open_bank(args, create=False) as bank:
+        with default_bank or open_bank(args, create=False) as bank:
             result = evaluate(pool, bank, records, config, out, cache=args.cache, options=options)
         paths = write_report(result, out)
     except (BankError, ConfigError, QuestionFormatError, FileNotFoundError) as exc:

@@ -204,10 +204,7 @@ def _category_codes(
 ) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
     """Category codes of the bank rows and the (C, R) accuracy table in code order (a label
     missing from `table` gets `fallback`)."""
-    labels = [str(c) for c in categories]
-    names = sorted(set(labels))
-    position = {name: j for j, name in enumerate(names)}
-    codes = np.fromiter((position[c] for c in labels), dtype=np.intp, count=len(labels))
+    names, codes = core.category_codes([str(c) for c in categories])
     rows = [np.asarray(table.get(name, fallback), dtype=np.float64) for name in names]
     accuracy = np.stack(rows) if rows else np.zeros((0, fallback.shape[0]), dtype=np.float64)
     return codes, accuracy
@@ -482,9 +479,7 @@ def calibrate_hier(
     unit = _unit_rows(embeddings)
     cm = np.where(measured, capability, 0.0)
     mf = measured.astype(np.float64)
-    names = sorted(set(labels))
-    position = {name: j for j, name in enumerate(names)}
-    codes = np.fromiter((position[c] for c in labels), dtype=np.intp, count=len(labels))
+    names, codes = core.category_codes(labels)
     onehot = np.zeros((len(labels), len(names)), dtype=np.float64)
     onehot[np.arange(len(labels)), codes] = 1.0
     cat_correct, cat_count = (cm @ onehot).T, (mf @ onehot).T  # (C, R)
