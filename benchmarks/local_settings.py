@@ -1,16 +1,19 @@
-"""The embedded default on this machine: batched slots, time to first answer, wall time per
+"""The embedded default on this machine: concurrent calls, time to first answer, wall time per
 question, and memory peak, on the real local models and the default bank.
 
-1. Batching: N_PARALLEL requests to one local model at once, on a server with 1 slot (they
-   queue) and on one with N_PARALLEL slots (llama.cpp decodes them in one batch); prints both
-   wall times and their ratio. With one thread per server batching gained nothing reliable
-   here (0.9x-1.1x of the queued time), so the local pool file keeps one slot per model.
+1. Concurrency: `--requests` calls to one local model at once (the aggregation map), three
+   ways side by side: queued on one server with one slot, batched on one server with that many
+   slots (llama.cpp decodes them in one batch), and on that many one-thread replicas (the
+   client sends each call to the least busy). Prints each wall time and its ratio to the queued
+   one. With one thread per server batching gained nothing reliable here (0.9x-1.1x of the
+   queued time) and two replicas took about 0.55x, so the local pool file gives the aggregator
+   replicas, not slots.
 2. SMCS with the local settings (data/local_pool.yaml): time to the first answer in a fresh
    process (servers started, bank opened, one question answered), then the wall time of each of
    `--questions` questions from the default bank's held-out test split (median and range), and
    the process's peak resident memory (the llama.cpp servers run inside it).
 
-    .venv/bin/python benchmarks/local_settings.py [--questions 5] [--model qwen2.5-coder-0.5b]
+    .venv/bin/python benchmarks/local_settings.py [--questions 5] [--model qwen2.5-coder-1.5b]
 """
 
 from __future__ import annotations
@@ -26,39 +29,47 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 PROMPT = "Explain in three sentences why the sky is blue."
-N_PARALLEL = 3
 BATCH_TOKENS = 96
 
 
-def _batching(model: str) -> None:
+def _concurrency(model: str, requests: int) -> None:
+    """`requests` concurrent calls (the aggregation map) three ways, side by side."""
     from smcs_graph.local_models import LocalServerManager, local_chat_model
 
+    setups = {
+        "queued on 1 server, 1 slot": {"parallel": 1, "replicas": 1},
+        f"batched on 1 server, {requests} slots": {"parallel": requests, "replicas": 1},
+        f"{requests} replicas, 1 thread each": {"parallel": 1, "replicas": requests},
+    }
     walls = {}
-    for slots in (1, N_PARALLEL):
+    for label, server in setups.items():
         manager = LocalServerManager()
         try:
             chat = local_chat_model(
                 model,
                 manager=manager,
-                parallel=slots,
                 temperature=0,
                 max_tokens=BATCH_TOKENS,
                 extra_body={"ignore_eos": True},
+                **server,
             )
-            chat.invoke("Hi")  # warm
+            with ThreadPoolExecutor(requests) as pool:
+                list(pool.map(chat.invoke, ["Hi"] * requests))  # warm every replica
             started = time.perf_counter()
-            with ThreadPoolExecutor(N_PARALLEL) as pool:
-                prompts = [f"{PROMPT} ({i})" for i in range(N_PARALLEL)]
+            with ThreadPoolExecutor(requests) as pool:
+                prompts = [f"{PROMPT} ({i})" for i in range(requests)]
                 outs = list(pool.map(chat.invoke, prompts))
-            walls[slots] = time.perf_counter() - started
+            walls[label] = time.perf_counter() - started
             tokens = sum(o.usage_metadata["output_tokens"] for o in outs if o.usage_metadata)
             print(
-                f"{model}: {N_PARALLEL} requests x {BATCH_TOKENS} tokens on {slots} slot(s): "
-                f"{walls[slots]:.2f} s ({tokens / walls[slots]:.1f} tokens/s)"
+                f"{model}: {requests} requests x {BATCH_TOKENS} tokens, {label}: "
+                f"{walls[label]:.2f} s ({tokens / walls[label]:.1f} tokens/s)"
             )
         finally:
             manager.shutdown()
-    print(f"batched/queued wall time: {walls[N_PARALLEL] / walls[1]:.2f}")
+    queued = walls["queued on 1 server, 1 slot"]
+    for label, wall in walls.items():
+        print(f"  wall time / queued: {wall / queued:.2f}  ({label})")
 
 
 def _smcs(questions: int) -> None:
@@ -101,12 +112,15 @@ def _smcs(questions: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--questions", type=int, default=5)
-    parser.add_argument("--model", default="qwen2.5-coder-0.5b", help="model for the batching run")
-    parser.add_argument("--skip-batching", action="store_true")
+    parser.add_argument(
+        "--model", default="qwen2.5-coder-1.5b", help="model for the concurrency run"
+    )
+    parser.add_argument("--requests", type=int, default=2, help="concurrent requests (the local n)")
+    parser.add_argument("--skip-concurrency", action="store_true")
     args = parser.parse_args()
     print(f"cpus: {os.cpu_count()}, cwd: {Path.cwd()}")
-    if not args.skip_batching:
-        _batching(args.model)
+    if not args.skip_concurrency:
+        _concurrency(args.model, args.requests)
     _smcs(args.questions)
 
 

@@ -27,8 +27,13 @@ Layers of this module, each usable on its own:
   (bounded), then shuts the server side of the remaining connections, then drops the object
   and checks that the port refuses connections. The object stays private so nothing else pins it.
 * ``LocalServerManager`` / ``get_local_servers()``: one process-wide set of servers shared by
-  every caller, thread-safe, stopping all of them at interpreter exit (``atexit``).
-* ``local_chat_model(name)``: a ``ChatOpenAI`` on a (started on demand) local server.
+  every caller, thread-safe, stopping all of them at interpreter exit (``atexit``). A model may
+  run as several replicas (servers of the same file, one thread each): on a CPU, two
+  one-thread replicas decode two requests in 1.8x the throughput of one, where one server with
+  two slots gains nothing and two threads per server spin-wait badly under contention.
+* ``local_chat_model(name)``: a ``ChatOpenAI`` on a (started on demand) local server; with
+  ``replicas > 1`` its HTTP transport sends each request to the replica with the fewest
+  requests in flight.
 
 Behaviour of xllamacpp 2026.10 worth knowing (checked by tests/integration/test_local_models.py):
 
@@ -70,7 +75,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib.util import find_spec
@@ -838,6 +843,7 @@ class LocalServerManager:
         *,
         n_ctx: int | None = None,
         parallel: int = 1,
+        replicas: int = 1,
     ) -> dict[str, str]:
         """Base URLs of the named models' servers, starting those not yet running (in parallel).
 
@@ -846,11 +852,18 @@ class LocalServerManager:
         server with one thread it gains nothing reliable (3 requests to Qwen2.5-Coder-1.5B took
         0.9x-1.1x the queued time here, ``benchmarks/local_settings.py``); on GPUs it pays.
 
+        ``replicas`` servers of each model are kept running (more are started if fewer run; the
+        returned URL is the first one's, ``replica_urls`` lists all). Replicas share the
+        weights' page cache, so each adds only its context and compute buffers.
+
         Raises ``LocalModelError`` naming every model that failed; the others keep running.
         """
-        wanted = [names] if isinstance(names, str) else list(dict.fromkeys(names))
-        for name in wanted:
+        wanted_names = [names] if isinstance(names, str) else list(dict.fromkeys(names))
+        for name in wanted_names:
             get_spec(name)
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+            raise LocalModelError(f"replicas must be an integer >= 1 (got {replicas!r})")
+        wanted = [_replica_key(name, i) for name in wanted_names for i in range(replicas)]
         waiting: dict[str, Future[LocalModelServer]] = {}
         to_start: list[tuple[str, Future[LocalModelServer]]] = []
         with self._lock:
@@ -882,11 +895,13 @@ class LocalServerManager:
                 starter.join()
         urls: dict[str, str] = {}
         failures: dict[str, BaseException] = {}
-        for name, future in waiting.items():
+        for key, future in waiting.items():
             try:
-                urls[name] = future.result().base_url
+                url = future.result().base_url
             except Exception as exc:
-                failures[name] = exc
+                failures[key] = exc
+            else:
+                urls.setdefault(_replica_name(key), url)
         if failures:
             detail = "; ".join(f"{name}: {exc}" for name, exc in failures.items())
             raise LocalModelError(
@@ -903,9 +918,10 @@ class LocalServerManager:
         n_ctx: int | None,
         parallel: int = 1,
     ) -> None:
-        per_slot = n_ctx if n_ctx is not None else get_spec(name).n_ctx
+        model = _replica_name(name)
+        per_slot = n_ctx if n_ctx is not None else get_spec(model).n_ctx
         server = LocalModelServer(
-            name,
+            model,
             threads=threads,
             n_ctx=per_slot * parallel,
             n_parallel=parallel,
@@ -925,7 +941,7 @@ class LocalServerManager:
         future.set_result(server)
 
     def running(self) -> dict[str, str]:
-        """{name: base_url} of the servers that are up."""
+        """{name: base_url} of the servers that are up (further replicas as ``name#2``, ...)."""
         with self._lock:
             futures = dict(self._servers)
         return {
@@ -934,8 +950,22 @@ class LocalServerManager:
             if future.done() and future.exception() is None and future.result().running
         }
 
+    def replica_urls(self, name: str) -> list[str]:
+        """Base URLs of every running replica of ``name``, first one first."""
+        with self._lock:
+            futures = [
+                future
+                for key, future in self._servers.items()
+                if _replica_name(key) == name
+                and future.done()
+                and future.exception() is None
+                and future.result().running
+            ]
+        return [future.result().base_url for future in futures]
+
     def server(self, name: str) -> LocalModelServer:
-        """The running server of ``name`` (for its port, model path or startup time)."""
+        """The running server of ``name`` (its first replica; for its port, model path or
+        startup time)."""
         with self._lock:
             future = self._servers.get(name)
         if future is None or not future.done() or future.exception() is not None:
@@ -943,10 +973,11 @@ class LocalServerManager:
         return future.result()
 
     def stop(self, name: str, drain_timeout: float = 30.0) -> None:
-        """Stop one model's server (waiting for it if it is still starting)."""
+        """Stop one model's servers, replicas included (waiting for any still starting)."""
         with self._lock:
-            future = self._servers.pop(name, None)
-        if future is not None:
+            keys = [key for key in self._servers if _replica_name(key) == name]
+            futures = [self._servers.pop(key) for key in keys]
+        for future in futures:
             self._close_future(future, drain_timeout)
 
     def shutdown(self, drain_timeout: float = 5.0) -> None:
@@ -976,6 +1007,15 @@ class LocalServerManager:
             usable = future.done() and future.exception() is None and future.result().running
             if not usable:
                 del self._servers[name]
+
+
+def _replica_key(name: str, index: int) -> str:
+    """The manager's key of replica ``index`` of ``name``: the name itself for the first."""
+    return name if index == 0 else f"{name}#{index + 1}"
+
+
+def _replica_name(key: str) -> str:
+    return key.split("#", 1)[0]
 
 
 _MANAGER: LocalServerManager | None = None
@@ -1015,11 +1055,16 @@ def local_chat_model(
     manager: LocalServerManager | None = None,
     threads: int = 1,
     parallel: int = 1,
+    replicas: int = 1,
     **kwargs: Any,
 ) -> ChatOpenAI:
     """A ``ChatOpenAI`` on the local server of ``name`` (started on first use, with ``threads``
     threads and ``parallel`` batched slots if this call starts it; a running server is shared
     as it is).
+
+    With ``replicas > 1`` that many servers of the model run and the client's HTTP transport
+    sends each request to the one with the fewest requests in flight from this process (ties:
+    the first), so concurrent calls (the aggregation map) decode side by side on separate cores.
 
     Defaults: ``logprobs=True`` (per-token logprobs in
     ``msg.response_metadata["logprobs"]["content"]``), ``use_responses_api=False``,
@@ -1036,10 +1081,14 @@ def local_chat_model(
         )
     from langchain_openai import ChatOpenAI
 
-    base_url = (manager or get_local_servers()).ensure([name], threads=threads, parallel=parallel)[
-        name
-    ]
-    http_client, http_async_client = _loopback_http_clients()
+    manager = manager or get_local_servers()
+    base_url = manager.ensure([name], threads=threads, parallel=parallel, replicas=replicas)[name]
+    if replicas > 1:
+        urls = manager.replica_urls(name)
+        http_client, http_async_client = _replica_http_clients(tuple(urls))
+        base_url = urls[0]
+    else:
+        http_client, http_async_client = _loopback_http_clients()
     settings: dict[str, Any] = {
         "base_url": base_url,
         "api_key": "local",
@@ -1054,6 +1103,131 @@ def local_chat_model(
     return ChatOpenAI(**settings)
 
 
+class _ReplicaRouter:
+    """Counts this process's requests in flight per replica; picks the least busy."""
+
+    def __init__(self, urls: tuple[str, ...]) -> None:
+        self.ports = [urllib.parse.urlsplit(url).port for url in urls]
+        self.in_flight = [0] * len(urls)
+        self._lock = threading.Lock()
+
+    def acquire(self) -> int:
+        with self._lock:
+            index = min(range(len(self.ports)), key=self.in_flight.__getitem__)
+            self.in_flight[index] += 1
+            return index
+
+    def release(self, index: int) -> None:
+        with self._lock:
+            self.in_flight[index] -= 1
+
+
+def _httpx_module() -> Any:
+    """httpx or httpx2, whichever this openai SDK is built on."""
+    import importlib
+
+    import openai
+
+    return importlib.import_module(type(openai.DEFAULT_CONNECTION_LIMITS).__module__.split(".")[0])
+
+
+@functools.cache
+def _replica_http_clients(urls: tuple[str, ...]) -> tuple[Any, Any]:
+    """Sync and async clients (shared per replica set, so every ``ChatOpenAI`` of the model
+    counts the same requests) whose transports send each request to the least busy replica.
+    The request is counted from when it is sent until its response is closed (read in full or
+    abandoned), so a streamed reply holds its replica while it streams."""
+    import openai
+
+    httpx = _httpx_module()
+    router = _ReplicaRouter(urls)
+
+    class _Released(httpx.SyncByteStream):  # type: ignore[name-defined]
+        def __init__(self, stream: Any, index: int) -> None:
+            self._stream: Any = stream
+            self._index: int | None = index
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield from self._stream
+
+        def close(self) -> None:
+            index, self._index = self._index, None
+            try:
+                self._stream.close()
+            finally:
+                if index is not None:
+                    router.release(index)
+
+    class _AsyncReleased(httpx.AsyncByteStream):  # type: ignore[name-defined]
+        def __init__(self, stream: Any, index: int) -> None:
+            self._stream: Any = stream
+            self._index: int | None = index
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            async for chunk in self._stream:
+                yield chunk
+
+        async def aclose(self) -> None:
+            index, self._index = self._index, None
+            try:
+                await self._stream.aclose()
+            finally:
+                if index is not None:
+                    router.release(index)
+
+    class _Routing(httpx.BaseTransport):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            self._inner = httpx.HTTPTransport(limits=openai.DEFAULT_CONNECTION_LIMITS)
+
+        def handle_request(self, request: Any) -> Any:
+            index = router.acquire()
+            try:
+                request.url = request.url.copy_with(port=router.ports[index])
+                response = self._inner.handle_request(request)
+            except BaseException:
+                router.release(index)
+                raise
+            response.stream = _Released(response.stream, index)
+            return response
+
+        def close(self) -> None:
+            self._inner.close()
+
+    class _AsyncRouting(httpx.AsyncBaseTransport):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            self._inner = httpx.AsyncHTTPTransport(limits=_no_idle_limits())
+
+        async def handle_async_request(self, request: Any) -> Any:
+            index = router.acquire()
+            try:
+                request.url = request.url.copy_with(port=router.ports[index])
+                response = await self._inner.handle_async_request(request)
+            except BaseException:
+                router.release(index)
+                raise
+            response.stream = _AsyncReleased(response.stream, index)
+            return response
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return (
+        openai.DefaultHttpxClient(trust_env=False, transport=_Routing()),
+        openai.DefaultAsyncHttpxClient(trust_env=False, transport=_AsyncRouting()),
+    )
+
+
+def _no_idle_limits() -> Any:
+    """openai's connection limits (its httpx or httpx2 type) without idle keep-alive."""
+    import openai
+
+    limits_type = type(openai.DEFAULT_CONNECTION_LIMITS)
+    return limits_type(
+        max_connections=openai.DEFAULT_CONNECTION_LIMITS.max_connections,
+        max_keepalive_connections=0,
+    )
+
+
 @functools.cache
 def _loopback_http_clients() -> tuple[Any, Any]:
     """openai's default httpx clients, shared by all local models, with two changes for
@@ -1063,13 +1237,7 @@ def _loopback_http_clients() -> tuple[Any, Any]:
     from a closed loop fails with "Event loop is closed"; a loopback connect costs ~0.1 ms)."""
     import openai
 
-    # httpx or httpx2, whichever this openai SDK is built on.
-    limits_type = type(openai.DEFAULT_CONNECTION_LIMITS)
-    no_idle = limits_type(
-        max_connections=openai.DEFAULT_CONNECTION_LIMITS.max_connections,
-        max_keepalive_connections=0,
-    )
     return (
         openai.DefaultHttpxClient(trust_env=False),
-        openai.DefaultAsyncHttpxClient(trust_env=False, limits=no_idle),
+        openai.DefaultAsyncHttpxClient(trust_env=False, limits=_no_idle_limits()),
     )

@@ -36,6 +36,7 @@ _MODEL_KEYS = {
     "local",
     "threads",
     "parallel",
+    "replicas",
     "class",
     "kwargs",
     "sampling_kwargs",
@@ -223,12 +224,17 @@ def _model_from_entry(entry: Any, index: int, source: str) -> PoolModel:
         from smcs_graph.local_models import local_chat_model
 
         server: dict[str, int] = {}
-        for key in ("threads", "parallel"):
+        for key in ("threads", "parallel", "replicas"):
             value = entry.get(key, 1)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{where}: {key!r} must be an integer >= 1 (got {value!r})")
             server[key] = value
-        chat_model = local_chat_model(name, threads=server["threads"], parallel=server["parallel"])
+        chat_model = local_chat_model(
+            name,
+            threads=server["threads"],
+            parallel=server["parallel"],
+            replicas=server["replicas"],
+        )
     else:
         base_url = entry.get("base_url")
         if not isinstance(base_url, str) or not base_url.startswith(("http://", "https://")):
@@ -259,6 +265,7 @@ _ENDPOINT_KEYS = (
     "local",
     "threads",
     "parallel",
+    "replicas",
 )
 
 

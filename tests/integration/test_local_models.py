@@ -147,6 +147,45 @@ def test_chat_model_ignores_proxies_and_survives_new_event_loops(
         assert asyncio.run(chat.ainvoke(QUESTION)).content
 
 
+def _metric(base_url: str, key: str) -> float:
+    root = base_url.removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return float(value)
+    raise AssertionError(f"{key} not in {root}/metrics")
+
+
+def test_replicas_decode_concurrent_calls_side_by_side() -> None:
+    manager = LocalServerManager()
+    try:
+        chat = lm.local_chat_model(
+            "smollm2-135m", manager=manager, replicas=2, max_tokens=16, temperature=0
+        )
+        urls = manager.replica_urls("smollm2-135m")
+        assert len(urls) == 2 and len(set(urls)) == 2
+        assert chat.openai_api_base == urls[0]
+        assert set(manager.running()) == {"smollm2-135m", "smollm2-135m#2"}
+        # Asking for more replicas later starts only the missing ones.
+        manager.ensure("smollm2-135m", replicas=2)
+        assert manager.replica_urls("smollm2-135m") == urls
+
+        async def both() -> list[Any]:
+            return list(await asyncio.gather(chat.ainvoke(QUESTION), chat.ainvoke(QUESTION)))
+
+        replies = [*asyncio.run(both()), chat.invoke(QUESTION)]
+        assert all("paris" in str(r.content).lower() for r in replies)
+        assert all(r.response_metadata["logprobs"]["content"] for r in replies)
+        # The two concurrent calls went one to each server; the lone call to the first.
+        decoded = [_metric(url, "llamacpp:tokens_predicted_total") for url in urls]
+        assert decoded[0] > decoded[1] > 0
+        manager.stop("smollm2-135m")
+        assert manager.running() == {}
+    finally:
+        manager.shutdown()
+
+
 # --------------------------------------------------------------------------- one server
 
 

@@ -5,12 +5,19 @@ No server starts here; model packages are faked with small files in temporary pa
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import re
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -361,3 +368,123 @@ def test_server_validates_arguments_without_starting() -> None:
     server.close()  # closing a server that never started is a no-op
     with pytest.raises(LocalModelError, match="not running"):
         _ = server.base_url
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+class _FakeOpenAI(ThreadingHTTPServer):
+    """A chat-completions endpoint on 127.0.0.1 that answers after ``delay`` seconds and counts
+    the requests it got."""
+
+    daemon_threads = True
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.requests = 0
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _FakeHandler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/v1"
+
+
+class _FakeHandler(BaseHTTPRequestHandler):
+    server: _FakeOpenAI
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        with self.server.lock:
+            self.server.requests += 1
+        time.sleep(self.server.delay)
+        body = json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": str(self.server.server_port)},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[_FakeOpenAI]]:
+    servers = [_FakeOpenAI(delay=0.3), _FakeOpenAI(delay=0.3)]
+    yield servers
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _replica_chat(servers: list[_FakeOpenAI]) -> Any:
+    from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
+
+    http_client, http_async_client = lm._replica_http_clients(tuple(s.url for s in servers))
+    return ChatOpenAI(
+        base_url=servers[0].url,
+        api_key=SecretStr("local"),
+        model="m",
+        max_retries=0,
+        http_client=http_client,
+        http_async_client=http_async_client,
+    )
+
+
+def test_replicas_share_concurrent_calls_and_release_them(replicas: list[_FakeOpenAI]) -> None:
+    chat = _replica_chat(replicas)
+    ports = {str(s.server_port) for s in replicas}
+    # One at a time: every call goes to the first replica (its prompt cache stays warm).
+    for _ in range(3):
+        assert chat.invoke("hi").content == str(replicas[0].server_port)
+    assert [s.requests for s in replicas] == [3, 0]
+    # Two at once: one each, side by side.
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(chat.invoke, ["a", "b"]))
+    assert {a.content for a in answers} == ports
+    assert [s.requests for s in replicas] == [4, 1]
+    # The async client routes the same way, and counts with the sync one.
+    answers = asyncio.run(chat.abatch(["a", "b", "c", "d"]))
+    assert sorted(str(a.content) for a in answers) == sorted([*ports, *ports])
+    assert [s.requests for s in replicas] == [6, 3]
+    # Every request was released once its response was read: idle again means the first.
+    assert chat.invoke("hi").content == str(replicas[0].server_port)
+
+
+def test_replica_that_is_down_fails_its_call_and_is_released(
+    replicas: list[_FakeOpenAI],
+) -> None:
+    import openai
+
+    chat = _replica_chat(replicas)
+    replicas[0].shutdown()
+    replicas[0].server_close()
+    with pytest.raises(openai.APIConnectionError):
+        chat.invoke("hi")
+    # The failed request holds nothing: with both idle, the next call goes to the first again.
+    with pytest.raises(openai.APIConnectionError):
+        chat.invoke("hi")
+    assert replicas[1].requests == 0
+
+
+def test_replicas_must_be_a_positive_integer() -> None:
+    with pytest.raises(LocalModelError, match="replicas must be an integer >= 1"):
+        LocalServerManager().ensure(["smollm2-135m"], replicas=0)

@@ -84,7 +84,7 @@ def test_missing_file_and_unknown_model() -> None:
         pool["b"]
 
 
-@pytest.mark.parametrize("key", ["threads", "parallel"])
+@pytest.mark.parametrize("key", ["threads", "parallel", "replicas"])
 @pytest.mark.parametrize("value", [0, -1, "2", 1.5, True])
 def test_local_server_settings_must_be_positive_integers(key: str, value: object) -> None:
     config = {"models": [{"name": "smollm2-135m", "local": True, key: value}]}
