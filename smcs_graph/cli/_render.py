@@ -8,6 +8,11 @@ from typing import Any
 
 def render_progress(event: Mapping[str, Any]) -> str:
     """One line for a `custom`-stream progress event."""
+    if event.get("stage") == "referencer" and event.get("ok") and "preview" in event:
+        return (
+            f"  [referencer] {event['model']} (prior rank {event['rank'] + 1}) answered, "
+            f"{event['output_tokens']} tokens in {event['seconds']} s: {event['preview']!r}"
+        )
     details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in {"stage", "totals"})
     return f"  [{event['stage']}] {details}"
 

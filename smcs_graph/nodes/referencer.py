@@ -20,6 +20,7 @@ from smcs_graph.nodes._common import (
 from smcs_graph.state import Reference, ReferencerTask
 
 STAGE = "referencer"
+PREVIEW_CHARS = 160
 
 
 def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
@@ -44,7 +45,19 @@ def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
         )
     else:
         update["references"] = [Reference(model=task["model"], rank=task["rank"], text=text)]
-        progress({"stage": STAGE, "model": task["model"], "ok": True})
+        progress(
+            {
+                "stage": STAGE,
+                "model": task["model"],
+                "rank": task["rank"],
+                "ok": True,
+                "output_tokens": outcome.record["output_tokens"],
+                "seconds": round(outcome.record["seconds"], 1),
+                # A first look at the answer while the aggregations run (the top-prior
+                # referencer's, rank 0, is usually a usable answer already).
+                "preview": " ".join(text.split())[:PREVIEW_CHARS],
+            }
+        )
     return update
 
 

@@ -60,7 +60,7 @@ def test_ask_prints_the_full_trace_as_json(bank_path: Path) -> None:
     assert trace["referencers"] == ["qwen2.5-coder-0.5b", "smollm2-135m"]
     assert len(trace["references"]) == 2
     assert len(trace["candidates"]) == 3 and trace["perplexity_available"] is True
-    assert "[referencer] model=" in proc.stderr  # progress while it runs
+    assert "[referencer] qwen2.5-coder-0.5b (prior rank 1) answered" in proc.stderr  # progress
 
 
 def test_ask_summary_and_errors(bank_path: Path, tmp_path: Path) -> None:

@@ -105,6 +105,12 @@ def test_smcs_ask_runs_the_local_pool_on_the_default_bank(cache: Path, default_b
     # Progress went to stderr while it ran, stage by stage.
     for stage in ("starting the pool", "bank ready", "[select_priors]", "[aggregate]", "[score]"):
         assert stage in done.stderr, done.stderr[-2000:]
+    # Each reference is previewed as it arrives, before the aggregations finish.
+    top = trace["referencers"][0]
+    assert f"[referencer] {top} (prior rank 1) answered" in done.stderr, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    first_reference = next(i for i, line in enumerate(lines) if "[referencer]" in line)
+    assert first_reference < next(i for i, line in enumerate(lines) if "[aggregate]" in line)
     assert time.monotonic() - started < 600
 
 

@@ -43,7 +43,7 @@ def test_local_demo_prints_a_collaborative_answer(env) -> None:
     referencers = next(line for line in out.splitlines() if "referencers:" in line)
     names = referencers.split("referencers:")[1].split(";")[0].strip().split(", ")
     assert len(names) == k and set(names) <= set(models)
-    assert out.count("[referencer] model=") == k
+    assert out.count("[referencer] ") == k and "(prior rank 1) answered" in out
     assert out.count("[aggregate] index=") == settings.n_aggregations
     candidates = [line for line in out.splitlines() if "subset=" in line and "ppl=" in line]
     assert len(candidates) == settings.n_aggregations

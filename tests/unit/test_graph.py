@@ -318,6 +318,9 @@ def test_streaming_shows_every_stage(pool, bank, embedder) -> None:
     assert nodes.count("referencer") == 3 and nodes.count("aggregate") == 4
     assert {"select_priors", "drop_subsets", "score"} <= set(nodes)
     assert [e["stage"] for e in events].count("referencer") == 3
+    answered = [e for e in events if e["stage"] == "referencer"]
+    assert sorted(e["rank"] for e in answered) == [0, 1, 2]
+    assert all(e["ok"] and e["preview"] and e["output_tokens"] > 0 for e in answered)
     assert events[-1]["stage"] == "score"
 
 
