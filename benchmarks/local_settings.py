@@ -107,6 +107,22 @@ def _smcs(questions: int) -> None:
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory (process incl. the in-process model servers): {peak:.0f} MiB")
+    pss = _proportional_set_size()
+    if pss is not None:
+        # RSS counts a page once per mapping: the replicas map the same GGUF, so the weights
+        # they share count twice there and once in PSS (what the machine really holds).
+        print(f"proportional set size now, servers still up: {pss:.0f} MiB")
+
+
+def _proportional_set_size() -> float | None:
+    try:
+        text = Path("/proc/self/smaps_rollup").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return None
 
 
 def main() -> None:

@@ -52,6 +52,11 @@ def test_local_pool_file_and_settings() -> None:
     assert config.k <= len(raw["models"])  # K capped at the pool size
     assert config.n_aggregations < SMCSConfig().n_aggregations
     assert config.max_tokens < SMCSConfig().max_tokens
+    # Each fusion of the aggregation map gets its own one-thread server of the aggregator.
+    entries = {entry["name"]: entry for entry in raw["models"]}
+    assert config.aggregator in entries
+    assert entries[config.aggregator].get("replicas", 1) >= config.n_aggregations
+    assert all(entry.get("threads", 1) == 1 for entry in raw["models"])
     assert embedded.local_config(k=2).k == 2
     with pytest.raises(ConfigError, match="unknown SMCS setting"):
         embedded.local_config(bogus=1)
