@@ -6,7 +6,7 @@ question, and memory peak, on the real local models and the default bank.
    slots (llama.cpp decodes them in one batch), and on that many one-thread replicas (the
    client sends each call to the least busy). Prints each wall time and its ratio to the queued
    one. With one thread per server batching gained nothing reliable here (0.9x-1.1x of the
-   queued time) and two replicas took about 0.55x, so the local pool file gives the aggregator
+   queued time) and two replicas took 0.58-0.72x, so the local pool file gives the aggregator
    replicas, not slots.
 2. SMCS with the local settings (data/local_pool.yaml): time to the first answer in a fresh
    process (servers started, bank opened, one question answered), then the wall time of each of
@@ -14,6 +14,7 @@ question, and memory peak, on the real local models and the default bank.
    the process's peak resident memory (the llama.cpp servers run inside it).
 
     .venv/bin/python benchmarks/local_settings.py [--questions 5] [--model qwen2.5-coder-1.5b]
+        [--set n_aggregations=3 ...] [--skip-concurrency]
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -72,19 +76,20 @@ def _concurrency(model: str, requests: int) -> None:
         print(f"  wall time / queued: {wall / queued:.2f}  ({label})")
 
 
-def _smcs(questions: int) -> None:
+def _smcs(questions: int, overrides: dict[str, Any]) -> None:
     from smcs_graph.embedded import default_bank_path, default_graph, local_config
     from smcs_graph.questions import load_records
 
+    config = local_config(**overrides)
     started = time.perf_counter()
-    graph = default_graph()
+    graph = default_graph(config)
     ready = time.perf_counter() - started
     folder = default_bank_path()
     test = load_records(folder.with_name(f"{folder.name}.test.jsonl"))
     # A handful spread over the families (the test split is grouped by family).
     step = max(1, len(test) // max(1, questions))
     chosen = test[::step][:questions]
-    run = {"max_concurrency": local_config().max_concurrency}
+    run = {"max_concurrency": config.max_concurrency}
     walls = []
     for i, record in enumerate(chosen):
         t0 = time.perf_counter()
@@ -96,10 +101,15 @@ def _smcs(questions: int) -> None:
                 f"time to first answer in a fresh process: {time.perf_counter() - started:.1f} s "
                 f"(servers + bank {ready:.1f} s, question {walls[0]:.1f} s)"
             )
+        calls = trace["calls"]
+        refs = max((c["seconds"] for c in calls if c["stage"] == "referencer"), default=0.0)
+        fusions = [c["seconds"] for c in calls if c["stage"] == "aggregate"] or [0.0]
         print(
             f"  {record.id} [{record.family}]: {walls[-1]:.1f} s, "
             f"{trace['usage']['output_tokens']} output tokens, "
-            f"{len(trace['references'])} references, {len(trace['candidates'])} candidates"
+            f"{len(trace['references'])} references (slowest {refs:.1f} s), "
+            f"{len(trace['candidates'])} candidates (fusions {min(fusions):.1f}-"
+            f"{max(fusions):.1f} s)"
         )
     print(
         f"wall time per question: median {statistics.median(walls):.1f} s "
@@ -133,11 +143,22 @@ def main() -> None:
     )
     parser.add_argument("--requests", type=int, default=2, help="concurrent requests (the local n)")
     parser.add_argument("--skip-concurrency", action="store_true")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a local setting, e.g. --set n_aggregations=3 (repeatable)",
+    )
     args = parser.parse_args()
+    overrides = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        overrides[field] = yaml.safe_load(value)
     print(f"cpus: {os.cpu_count()}, cwd: {Path.cwd()}")
     if not args.skip_concurrency:
         _concurrency(args.model, args.requests)
-    _smcs(args.questions)
+    _smcs(args.questions, overrides)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ Layers of this module, each usable on its own:
 * ``LocalServerManager`` / ``get_local_servers()``: one process-wide set of servers shared by
   every caller, thread-safe, stopping all of them at interpreter exit (``atexit``). A model may
   run as several replicas (servers of the same file, one thread each): on a CPU, two
-  one-thread replicas decode two requests in 1.8x the throughput of one, where one server with
-  two slots gains nothing and two threads per server spin-wait badly under contention.
+  one-thread replicas decode two requests in 0.58-0.72x the wall time of one, where one
+  server with two slots gains nothing and two threads per server spin-wait badly under
+  contention.
 * ``local_chat_model(name)``: a ``ChatOpenAI`` on a (started on demand) local server; with
   ``replicas > 1`` its HTTP transport sends each request to the replica with the fewest
   requests in flight.
