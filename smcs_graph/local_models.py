@@ -1105,22 +1105,38 @@ def local_chat_model(
 
 
 class _ReplicaRouter:
-    """Counts this process's requests in flight per replica; picks the least busy."""
+    """Counts this process's requests in flight per replica and picks the least busy one.
+
+    A replica that refused a connection is passed over for ``DOWN_SECONDS`` (its request is
+    sent to another: a refused connection sent nothing, so nothing runs twice)."""
+
+    DOWN_SECONDS = 10.0
 
     def __init__(self, urls: tuple[str, ...]) -> None:
         self.ports = [urllib.parse.urlsplit(url).port for url in urls]
         self.in_flight = [0] * len(urls)
+        self.down_until = [0.0] * len(urls)
         self._lock = threading.Lock()
 
-    def acquire(self) -> int:
+    def acquire(self, tried: set[int]) -> int | None:
+        """The least busy replica not in ``tried`` (up ones first); None when all were tried."""
         with self._lock:
-            index = min(range(len(self.ports)), key=self.in_flight.__getitem__)
+            now = time.monotonic()
+            left = [i for i in range(len(self.ports)) if i not in tried]
+            if not left:
+                return None
+            index = min(left, key=lambda i: (self.down_until[i] > now, self.in_flight[i], i))
             self.in_flight[index] += 1
             return index
 
     def release(self, index: int) -> None:
         with self._lock:
             self.in_flight[index] -= 1
+
+    def refused(self, index: int) -> None:
+        with self._lock:
+            self.in_flight[index] -= 1
+            self.down_until[index] = time.monotonic() + self.DOWN_SECONDS
 
 
 def _httpx_module() -> Any:
@@ -1137,7 +1153,9 @@ def _replica_http_clients(urls: tuple[str, ...]) -> tuple[Any, Any]:
     """Sync and async clients (shared per replica set, so every ``ChatOpenAI`` of the model
     counts the same requests) whose transports send each request to the least busy replica.
     The request is counted from when it is sent until its response is closed (read in full or
-    abandoned), so a streamed reply holds its replica while it streams."""
+    abandoned), so a streamed reply holds its replica while it streams. A replica that refuses
+    the connection hands the request to the next one; only when every replica refused does the
+    call fail, with the last connection error."""
     import openai
 
     httpx = _httpx_module()
@@ -1181,15 +1199,24 @@ def _replica_http_clients(urls: tuple[str, ...]) -> tuple[Any, Any]:
             self._inner = httpx.HTTPTransport(limits=openai.DEFAULT_CONNECTION_LIMITS)
 
         def handle_request(self, request: Any) -> Any:
-            index = router.acquire()
-            try:
-                request.url = request.url.copy_with(port=router.ports[index])
-                response = self._inner.handle_request(request)
-            except BaseException:
-                router.release(index)
-                raise
-            response.stream = _Released(response.stream, index)
-            return response
+            tried: set[int] = set()
+            while True:
+                index = router.acquire(tried)
+                assert index is not None  # the last refusal re-raises below
+                tried.add(index)
+                try:
+                    request.url = request.url.copy_with(port=router.ports[index])
+                    response = self._inner.handle_request(request)
+                except httpx.ConnectError:
+                    router.refused(index)
+                    if len(tried) == len(router.ports):
+                        raise
+                    continue
+                except BaseException:
+                    router.release(index)
+                    raise
+                response.stream = _Released(response.stream, index)
+                return response
 
         def close(self) -> None:
             self._inner.close()
@@ -1199,15 +1226,24 @@ def _replica_http_clients(urls: tuple[str, ...]) -> tuple[Any, Any]:
             self._inner = httpx.AsyncHTTPTransport(limits=_no_idle_limits())
 
         async def handle_async_request(self, request: Any) -> Any:
-            index = router.acquire()
-            try:
-                request.url = request.url.copy_with(port=router.ports[index])
-                response = await self._inner.handle_async_request(request)
-            except BaseException:
-                router.release(index)
-                raise
-            response.stream = _AsyncReleased(response.stream, index)
-            return response
+            tried: set[int] = set()
+            while True:
+                index = router.acquire(tried)
+                assert index is not None
+                tried.add(index)
+                try:
+                    request.url = request.url.copy_with(port=router.ports[index])
+                    response = await self._inner.handle_async_request(request)
+                except httpx.ConnectError:
+                    router.refused(index)
+                    if len(tried) == len(router.ports):
+                        raise
+                    continue
+                except BaseException:
+                    router.release(index)
+                    raise
+                response.stream = _AsyncReleased(response.stream, index)
+                return response
 
         async def aclose(self) -> None:
             await self._inner.aclose()

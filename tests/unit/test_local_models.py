@@ -469,7 +469,7 @@ def test_replicas_share_concurrent_calls_and_release_them(replicas: list[_FakeOp
     assert chat.invoke("hi").content == str(replicas[0].server_port)
 
 
-def test_replica_that_is_down_fails_its_call_and_is_released(
+def test_replica_that_is_down_hands_its_calls_to_the_others(
     replicas: list[_FakeOpenAI],
 ) -> None:
     import openai
@@ -477,12 +477,20 @@ def test_replica_that_is_down_fails_its_call_and_is_released(
     chat = _replica_chat(replicas)
     replicas[0].shutdown()
     replicas[0].server_close()
+    alive = str(replicas[1].server_port)
+    # The first replica refuses the connection: the request goes to the second, sync and async.
+    assert chat.invoke("hi").content == alive
+    assert [str(a.content) for a in asyncio.run(chat.abatch(["a", "b"]))] == [alive, alive]
+    assert replicas[1].requests == 3
+    # Passed over while it is down, even though it is the idle one.
+    assert chat.invoke("hi").content == alive
+    replicas[1].shutdown()
+    replicas[1].server_close()
+    # Every replica refused: the call fails with the connection error.
     with pytest.raises(openai.APIConnectionError):
         chat.invoke("hi")
-    # The failed request holds nothing: with both idle, the next call goes to the first again.
     with pytest.raises(openai.APIConnectionError):
-        chat.invoke("hi")
-    assert replicas[1].requests == 0
+        asyncio.run(chat.ainvoke("hi"))
 
 
 def test_replicas_must_be_a_positive_integer() -> None:
