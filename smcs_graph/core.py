@@ -498,6 +498,19 @@ PriorRule = Literal["paper", "shrunk", "hier"]
 "hier" (`hier_prior_scores`)."""
 
 
+def _bank_matrix(
+    capability: ArrayLike, measured: ArrayLike | None
+) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """A whole bank's (R, N) capability matrix and its mask (None: all measured), checked."""
+    cap = np.asarray(capability, dtype=np.float64)
+    if cap.ndim != 2:
+        raise ValueError(f"capability must be 2-D (R, N), got shape {cap.shape}")
+    mask = np.ones(cap.shape, dtype=bool) if measured is None else np.asarray(measured, bool)
+    if mask.shape != cap.shape:
+        raise ValueError(f"measured has shape {mask.shape} but capability has shape {cap.shape}")
+    return cap, mask
+
+
 def global_accuracy(
     capability: ArrayLike, measured: ArrayLike | None = None
 ) -> NDArray[np.float64]:
@@ -505,12 +518,7 @@ def global_accuracy(
 
     The prior that `shrunk_prior_scores` shrinks toward; compute it once per bank version.
     """
-    cap = np.asarray(capability, dtype=np.float64)
-    if cap.ndim != 2:
-        raise ValueError(f"capability must be 2-D (R, N), got shape {cap.shape}")
-    mask = np.ones(cap.shape, dtype=bool) if measured is None else np.asarray(measured, bool)
-    if mask.shape != cap.shape:
-        raise ValueError(f"measured has shape {mask.shape} but capability has shape {cap.shape}")
+    cap, mask = _bank_matrix(capability, measured)
     counts = mask.sum(axis=1)
     correct = np.where(mask, cap, 0.0).sum(axis=1)
     acc: NDArray[np.float64] = np.where(counts > 0, correct / np.maximum(counts, 1), 0.5)
@@ -620,12 +628,7 @@ def category_accuracy(
     `global_accuracy` over all columns and b = `strength` (a pseudo-count in questions). A
     model with no record in a category (and b = 0) gets g_m.
     """
-    cap = np.asarray(capability, dtype=np.float64)
-    if cap.ndim != 2:
-        raise ValueError(f"capability must be 2-D (R, N), got shape {cap.shape}")
-    mask = np.ones(cap.shape, dtype=bool) if measured is None else np.asarray(measured, bool)
-    if mask.shape != cap.shape:
-        raise ValueError(f"measured has shape {mask.shape} but capability has shape {cap.shape}")
+    cap, mask = _bank_matrix(capability, measured)
     labels = [str(c) for c in categories]
     if len(labels) != cap.shape[1]:
         raise ValueError(f"categories has {len(labels)} entries for {cap.shape[1]} columns")

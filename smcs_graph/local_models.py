@@ -1118,25 +1118,29 @@ class _ReplicaRouter:
         self.down_until = [0.0] * len(urls)
         self._lock = threading.Lock()
 
-    def acquire(self, tried: set[int]) -> int | None:
-        """The least busy replica not in ``tried`` (up ones first); None when all were tried."""
+    def acquire(self, tried: set[int]) -> int:
+        """The least busy replica not yet ``tried`` (up ones first), counted as busy and added
+        to ``tried``; ``retry`` never asks once every replica was tried."""
         with self._lock:
             now = time.monotonic()
             left = [i for i in range(len(self.ports)) if i not in tried]
-            if not left:
-                return None
             index = min(left, key=lambda i: (self.down_until[i] > now, self.in_flight[i], i))
             self.in_flight[index] += 1
+            tried.add(index)
             return index
 
     def release(self, index: int) -> None:
         with self._lock:
             self.in_flight[index] -= 1
 
-    def refused(self, index: int) -> None:
+    def retry(self, index: int, refused: bool, tried: set[int]) -> bool:
+        """Release a request that raised; True when it should go to another replica (the
+        connection was refused, so nothing was sent, and some replica is left to try)."""
         with self._lock:
             self.in_flight[index] -= 1
-            self.down_until[index] = time.monotonic() + self.DOWN_SECONDS
+            if refused:
+                self.down_until[index] = time.monotonic() + self.DOWN_SECONDS
+        return refused and len(tried) < len(self.ports)
 
 
 def _httpx_module() -> Any:
@@ -1202,18 +1206,12 @@ def _replica_http_clients(urls: tuple[str, ...]) -> tuple[Any, Any]:
             tried: set[int] = set()
             while True:
                 index = router.acquire(tried)
-                assert index is not None  # the last refusal re-raises below
-                tried.add(index)
+                request.url = request.url.copy_with(port=router.ports[index])
                 try:
-                    request.url = request.url.copy_with(port=router.ports[index])
                     response = self._inner.handle_request(request)
-                except httpx.ConnectError:
-                    router.refused(index)
-                    if len(tried) == len(router.ports):
-                        raise
-                    continue
-                except BaseException:
-                    router.release(index)
+                except BaseException as exc:
+                    if router.retry(index, isinstance(exc, httpx.ConnectError), tried):
+                        continue
                     raise
                 response.stream = _Released(response.stream, index)
                 return response
@@ -1229,18 +1227,12 @@ def _replica_http_clients(urls: tuple[str, ...]) -> tuple[Any, Any]:
             tried: set[int] = set()
             while True:
                 index = router.acquire(tried)
-                assert index is not None
-                tried.add(index)
+                request.url = request.url.copy_with(port=router.ports[index])
                 try:
-                    request.url = request.url.copy_with(port=router.ports[index])
                     response = await self._inner.handle_async_request(request)
-                except httpx.ConnectError:
-                    router.refused(index)
-                    if len(tried) == len(router.ports):
-                        raise
-                    continue
-                except BaseException:
-                    router.release(index)
+                except BaseException as exc:
+                    if router.retry(index, isinstance(exc, httpx.ConnectError), tried):
+                        continue
                     raise
                 response.stream = _AsyncReleased(response.stream, index)
                 return response

@@ -233,7 +233,7 @@ def _kernel_masked(
     sims: NDArray[np.float64], mask: NDArray[np.bool_], temperature: float
 ) -> NDArray[np.float64]:
     """`core.kernel_weights` of each row's support set (zero outside it)."""
-    weights: NDArray[np.float64] = np.where(mask, np.exp((sims - 1.0) / temperature), 0.0)
+    weights: NDArray[np.float64] = np.where(mask, core.kernel_weights(sims, temperature), 0.0)
     return weights
 
 
