@@ -4,14 +4,17 @@ Side by side in one run, per bank size, on clustered synthetic unit vectors (so 
 top-400 is a real neighbourhood, not noise):
 
 - exact float32 numpy: one matrix-vector product over the bank, then `core.support_set`
-  (what `QuestionBank.support(exact=True)` does);
-- `VectorIndex` int8 and float32 (smcs_graph.search): first pass plus exact re-scoring of the
-  rows near the threshold; its support set is checked equal to the exact one (recall 1.0);
+  (what the bank does below `INDEX_MIN_ROWS` questions);
+- `VectorIndex` int8 and float32 (smcs_graph.bank.index): first pass plus exact re-scoring of
+  the rows near the threshold; its support set is checked equal to the exact one (recall 1.0);
+  from `INDEX_MIN_ROWS` rows up the bank uses the one that this host measures faster
+  (`smcs_graph.bank.calibration`, rerun here without its cache), marked "<- chosen";
 - Chroma's HNSW index (cosine, ef_search 1000) for the top-400, up to --chroma-max rows
   (building it at 1M takes too long on a small machine), with its recall of the exact top-400.
 
 Each timing covers the support set and the eq. 4 priors for 29 models (embedding excluded);
-the "incl. embedding" column adds the median time to embed one question with MiniLM.
+the "incl. embedding" column adds the median time to embed one question with MiniLM; "x exact"
+is exact float32's time over the method's (above 1: faster than exact float32).
 
     .venv/bin/python benchmarks/prior_selection_latency.py [--sizes 10000,100000,1000000]
         [--queries 30] [--chroma-max 100000] [--no-embed]
@@ -33,7 +36,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from smcs_graph import core
-from smcs_graph.search import VectorIndex
+from smcs_graph.bank import calibration
+from smcs_graph.bank.index import VectorIndex
+from smcs_graph.bank.retrieval import INDEX_MIN_ROWS
 
 DIM = 384
 N_SUP_BASE = 400
@@ -131,7 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     embedding = 0.0 if args.no_embed else embed_ms()
-    print(f"cores: {os.cpu_count()}; one query embedding (MiniLM): {embedding:.1f} ms")
+    print(f"cores: {os.cpu_count()}; {cpu()}; one query embedding (MiniLM): {embedding:.1f} ms")
     header = (
         f"{'bank':>9} {'method':<18} {'ms/query':>9} {'incl. embed':>11} {'x exact':>8} "
         f"{'recall':>7} {'build s':>8}"
@@ -139,20 +144,52 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for n in sizes:
-        for name, ms, exact_ms, recall, build_s in measure(n, args.queries, args.chroma_max):
+        rows, chosen = measure(n, args.queries, args.chroma_max)
+        for name, ms, exact_ms, recall, build_s in rows:
             print(
                 f"{n:>9} {name:<18} {ms:>9.2f} {ms + embedding:>11.2f} {exact_ms / ms:>7.2f}x "
-                f"{recall:>7.3f} {build_s:>8.1f}"
+                f"{recall:>7.3f} {build_s:>8.1f}" + ("  <- chosen" if name == chosen else "")
             )
         if n > args.chroma_max:
             print(f"{n:>9} Chroma HNSW        skipped (--chroma-max {args.chroma_max})")
         gc.collect()
 
 
-def measure(n: int, count: int, chroma_max: int) -> list[tuple[str, float, float, float, float]]:
-    """(method, ms per query, exact ms, recall, build seconds) at bank size n."""
+def cpu() -> str:
+    """The CPU model, whether it has VNNI int8 kernels, and torch's CPU capability."""
+    model, flags = "unknown CPU", set[str]()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info: dict[str, str] = {}
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+        model = info.get("model name", model)
+        flags = set(info.get("flags", "").split())
+    except OSError:
+        pass
+    import torch
+
+    vnni = sorted(f for f in flags if "vnni" in f) or ["no VNNI"]
+    return f"{model} ({'/'.join(vnni)}; torch {torch.backends.cpu.get_cpu_capability()})"
+
+
+def chosen_path(bank: NDArray[np.float32]) -> str:
+    """The method the bank would use at this size on this host (calibrated afresh)."""
+    if bank.shape[0] < INDEX_MIN_ROWS:
+        return "exact float32"
+    result, _ = calibration.choose(bank, use_cache=False)
+    return f"VectorIndex {result.precision}"
+
+
+def measure(
+    n: int, count: int, chroma_max: int
+) -> tuple[list[tuple[str, float, float, float, float]], str]:
+    """(method, ms per query, exact ms, recall, build seconds) at bank size n, and the method
+    the bank chooses there."""
     bank = clustered_bank(n)
     queries = queries_near(bank, count)
+    chosen = chosen_path(bank)
     capability = (np.random.default_rng(2).random((MODELS, n)) < 0.5).astype(np.float64)
 
     def exact(q: NDArray[np.float32]) -> None:
@@ -187,7 +224,7 @@ def measure(n: int, count: int, chroma_max: int) -> list[tuple[str, float, float
             top = np.argsort(-(bank @ q).astype(np.float64), kind="stable")[:N_SUP_BASE]
             recalls.append(len(set(top.tolist()) & set(ids.tolist())) / N_SUP_BASE)
         rows.append(("Chroma HNSW top-400", ms, exact_ms, float(np.mean(recalls)), build_s))
-    return rows
+    return rows, chosen
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from smcs_graph.bank import BankQuestion, QuestionBank, Support
+from smcs_graph.bank.store import BankQuestion, QuestionBank, Support
 from smcs_graph.embedder import DEFAULT_MODEL_ID, SentenceTransformerEmbedder
 from smcs_graph.errors import EmbedderMismatchError
 
@@ -149,7 +149,7 @@ REOPEN = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from smcs_graph.bank import QuestionBank
+    from smcs_graph.bank.store import QuestionBank
     from smcs_graph.embedder import SentenceTransformerEmbedder
 
     path, query, models = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
@@ -173,7 +173,6 @@ REOPEN = textwrap.dedent(
         "models": bank.models,
         "coverage": bank.coverage(),
         "exact": as_json(bank.support(q, models, n_sup_base=4, gamma=0.9)),
-        "hnsw": as_json(bank.support(q, models, n_sup_base=4, gamma=0.9, exact=False)),
         "model_loaded": emb.loaded,
     }))
     """
@@ -203,7 +202,6 @@ def test_disk_bank_survives_a_new_process(
             "models": bank.models,
             "coverage": bank.coverage(),
             "exact": support_json(bank.support(query, models, n_sup_base=4, gamma=0.9)),
-            "hnsw": support_json(bank.support(query, models, n_sup_base=4, gamma=0.9, exact=False)),
         }
     top = before["exact"]["ids"][:2]  # type: ignore[index]
     assert all(id_.startswith("calculus-") for id_ in top), top
@@ -217,7 +215,6 @@ def test_disk_bank_survives_a_new_process(
     after = json.loads(out.stdout.strip().splitlines()[-1])
     assert after.pop("model_loaded") is False, "opening a bank must not load the model"
     assert after == before
-    assert after["exact"] == after["hnsw"]
     assert after["coverage"] == {models[1]: 8, models[0]: 12}
 
 
@@ -300,22 +297,15 @@ def test_bank_on_a_chroma_server(chroma_server: tuple[str, int]) -> None:
     for _ in range(3):
         query = rng.standard_normal(dim)
         sims, members, thr = brute_force(emb.vectors, query, 400, 0.95)
-        exact = reader.support(query, [model, "other", "absent"], n_sup_base=400, gamma=0.95)
-        approx = reader.support(
-            query, [model, "other", "absent"], n_sup_base=400, gamma=0.95, exact=False
-        )
-        for support in (exact, approx):
-            check_against(support, sims, members, thr)
-            assert support.bank_size == n
-            cols = [int(i[1:]) for i in support.question_ids]
-            measured = [c != 1 for c in cols]
-            np.testing.assert_array_equal(support.measured[0], measured)
-            np.testing.assert_array_equal(
-                support.capability[0], [outcomes[c] and c != 1 for c in cols]
-            )
-            np.testing.assert_array_equal(support.measured[1], [c == 0 for c in cols])
-            assert not support.measured[2].any()
-        assert set(exact.question_ids) == set(approx.question_ids)
+        support = reader.support(query, [model, "other", "absent"], n_sup_base=400, gamma=0.95)
+        check_against(support, sims, members, thr)
+        assert support.bank_size == n
+        cols = [int(i[1:]) for i in support.question_ids]
+        measured = [c != 1 for c in cols]
+        np.testing.assert_array_equal(support.measured[0], measured)
+        np.testing.assert_array_equal(support.capability[0], [outcomes[c] and c != 1 for c in cols])
+        np.testing.assert_array_equal(support.measured[1], [c == 0 for c in cols])
+        assert not support.measured[2].any()
 
     with pytest.raises(EmbedderMismatchError, match="vectors-384"):
         QuestionBank.connect(

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from smcs_graph.bank import BankQuestion, QuestionBank, Support
+from smcs_graph.bank import BankQuestion, QuestionBank, Support, VectorIndex
 from smcs_graph.embedder import HashingEmbedder
 from smcs_graph.errors import BankError, ConfigError, EmbedderMismatchError
 
@@ -39,25 +39,6 @@ class CountingEmbedder(HashingEmbedder):
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]:
         self.texts.extend(texts)
         return super().embed(texts)
-
-
-class QuerySpy:
-    """Wraps a bank's collection: records n_results of each query, can truncate results."""
-
-    def __init__(self, bank: QuestionBank, keep: float = 1.0) -> None:
-        self.inner = bank._collection
-        self.keep = keep
-        self.asked: list[int] = []
-        bank._collection = self  # type: ignore[assignment]
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.inner, name)
-
-    def query(self, **kwargs: object) -> dict[str, object]:
-        self.asked.append(int(kwargs["n_results"]))  # type: ignore[call-overload]
-        found = dict(self.inner.query(**kwargs))  # type: ignore[arg-type]
-        cut = int(len(found["ids"][0]) * self.keep)  # type: ignore[index]
-        return {k: [v[0][:cut]] if k in ("ids", "distances") else v for k, v in found.items()}  # type: ignore[index]
 
 
 def questions(n: int, start: int = 0, family: str = "general") -> list[BankQuestion]:
@@ -96,21 +77,6 @@ def assert_matches_reference(
     assert np.all(np.diff(support.similarities) <= 0), "most similar first"
     expected = np.array([sims[int(i[1:])] for i in support.question_ids])
     np.testing.assert_allclose(support.similarities, expected, atol=1e-5)
-
-
-def assert_same_support(a: Support, b: Support) -> None:
-    """Same members with the same data; order equal up to float32 rounding of near-ties."""
-    assert set(a.question_ids) == set(b.question_ids)
-    assert a.threshold == pytest.approx(b.threshold, abs=1e-6)
-    assert a.models == b.models
-    position = {id_: i for i, id_ in enumerate(b.question_ids)}
-    cols = [position[id_] for id_ in a.question_ids]
-    np.testing.assert_allclose(a.similarities, b.similarities[cols], atol=1e-6)
-    np.testing.assert_allclose(a.similarities, b.similarities, atol=1e-6)  # order
-    np.testing.assert_array_equal(a.capability, b.capability[:, cols])
-    np.testing.assert_array_equal(a.measured, b.measured[:, cols])
-    assert a.questions == [b.questions[c] for c in cols]
-    assert a.families == [b.families[c] for c in cols]
 
 
 @pytest.fixture
@@ -466,9 +432,17 @@ def test_exact_support_equals_brute_force(rule: str) -> None:
 def test_large_bank_search_through_the_vector_index_equals_brute_force(
     rule: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import smcs_graph.bank as bank_module
+    import smcs_graph.bank.retrieval as retrieval
 
-    monkeypatch.setattr(bank_module, "INDEX_MIN_ROWS", 500)  # stands in for a large bank
+    monkeypatch.setattr(retrieval, "INDEX_MIN_ROWS", 500)  # stands in for a large bank
+    monkeypatch.setenv(retrieval.PATH_ENV, "int8")  # forced: no calibration
+    built: list[object] = []
+
+    def counting_index(matrix: NDArray[np.float32], precision: retrieval.Precision) -> object:
+        built.append(matrix)
+        return VectorIndex(matrix, precision=precision)
+
+    monkeypatch.setattr(retrieval, "VectorIndex", counting_index)
     n, dim = 2000, 48
     bank, emb = random_bank(n, dim, seed=5)
     rng = np.random.default_rng(6)
@@ -481,73 +455,25 @@ def test_large_bank_search_through_the_vector_index_equals_brute_force(
         assert_matches_reference(support, sims, members, thr)
         cols = [int(i[1:]) for i in support.question_ids]
         np.testing.assert_array_equal(support.capability[0], caps[cols])
-    assert bank._index is not None  # the index was built once and reused
-
-
-def test_hnsw_support_equals_exact_on_random_vectors() -> None:
-    n, dim = 1500, 32
-    bank, _ = random_bank(n, dim, seed=3)
-    bank.record_results("m", {f"q{i}": i % 3 == 0 for i in range(n)})
-    rng = np.random.default_rng(4)
-    for _ in range(5):
-        query = rng.standard_normal(dim)
-        exact = bank.support(query, ["m", "x"], n_sup_base=400, gamma=0.95)
-        approx = bank.support(query, ["m", "x"], n_sup_base=400, gamma=0.95, exact=False)
-        assert_same_support(approx, exact)
-        assert approx.bank_size == exact.bank_size == n
-
-
-def test_hnsw_support_widens_until_complete() -> None:
-    # Tightly clustered vectors: nearly the whole bank is within gamma of the reference, more
-    # than the first HNSW query returns, so the query must be widened.
-    n, dim = 2600, 16
-    rng = np.random.default_rng(5)
-    center = rng.standard_normal(dim)
-    vectors = center + 0.08 * np.linalg.norm(center) * rng.standard_normal((n, dim)) / np.sqrt(dim)
-    emb = VectorEmbedder(vectors)
-    bank = QuestionBank.in_memory(emb)
-    bank.add_questions(questions(n))
-    spy = QuerySpy(bank)
-    query = center + 0.05 * rng.standard_normal(dim)
-    exact = bank.support(query, [], n_sup_base=400, gamma=0.95)
-    assert len(exact.question_ids) > 1200, "the case must need more than one HNSW query"
-    approx = bank.support(query, [], n_sup_base=400, gamma=0.95, exact=False)
-    assert spy.asked == [1000, 2000, n]
-    assert_same_support(approx, exact)
-    sims, members, thr = reference_support(emb.vectors, query, 400, 0.95, "paper")
-    assert_matches_reference(approx, sims, members, thr)
-
-
-def test_hnsw_returning_too_few_results_still_gives_the_complete_set() -> None:
-    n, dim = 1200, 8
-    rng = np.random.default_rng(8)
-    center = rng.standard_normal(dim)
-    emb = VectorEmbedder(center + 0.02 * rng.standard_normal((n, dim)))
-    bank = QuestionBank.in_memory(emb)
-    bank.add_questions(questions(n))
-    spy = QuerySpy(bank, keep=0.9)  # an index that returns fewer results than asked for
-    exact = bank.support(center, [], n_sup_base=400, gamma=0.9)
-    assert len(exact.question_ids) == n
-    approx = bank.support(center, [], n_sup_base=400, gamma=0.9, exact=False)
-    assert spy.asked == [1000]  # then a full read, not more queries
-    assert_same_support(approx, exact)
+    assert len(built) == 1  # the index was built once and reused
+    bank.record_results("m0", {"q0": not caps[0]})  # a write makes a new snapshot
+    bank.support(rng.standard_normal(dim), ["m0"], n_sup_base=400, gamma=0.95, rule=rule)  # type: ignore[arg-type]
+    assert len(built) == 2
 
 
 def test_small_bank_uses_everything_as_neighbourhood(hashing: HashingEmbedder) -> None:
     bank = QuestionBank.in_memory(hashing)
     bank.add_questions([BankQuestion(id=f"q{i}", question=f"text {i}") for i in range(5)])
     q = hashing.embed(["text 3"])[0]
-    for exact in (True, False):
-        support = bank.support(q, [], n_sup_base=400, gamma=0.95, exact=exact)
-        assert support.question_ids[0] == "q3"
-        assert support.similarities[0] == pytest.approx(1.0, abs=1e-6)
-        assert support.capability.shape == (0, len(support.question_ids))
+    support = bank.support(q, [], n_sup_base=400, gamma=0.95)
+    assert support.question_ids[0] == "q3"
+    assert support.similarities[0] == pytest.approx(1.0, abs=1e-6)
+    assert support.capability.shape == (0, len(support.question_ids))
 
 
-@pytest.mark.parametrize("exact", [True, False])
-def test_empty_bank_gives_an_empty_support(hashing: HashingEmbedder, exact: bool) -> None:
+def test_empty_bank_gives_an_empty_support(hashing: HashingEmbedder) -> None:
     bank = QuestionBank.in_memory(hashing)
-    support = bank.support(np.ones(16), ["a", "b"], n_sup_base=400, gamma=0.95, exact=exact)
+    support = bank.support(np.ones(16), ["a", "b"], n_sup_base=400, gamma=0.95)
     assert support.bank_size == 0
     assert support.question_ids == [] and support.questions == [] and support.families == []
     assert support.similarities.shape == (0,)
@@ -569,9 +495,8 @@ def test_query_dimension_must_match(hashing: HashingEmbedder) -> None:
 
 def test_bad_support_arguments(hashing: HashingEmbedder) -> None:
     bank = QuestionBank.in_memory(hashing)
-    for exact in (True, False):
-        with pytest.raises(ValueError, match="n_sup_base"):
-            bank.support(np.ones(16), [], n_sup_base=0, gamma=0.95, exact=exact)
+    with pytest.raises(ValueError, match="n_sup_base"):
+        bank.support(np.ones(16), [], n_sup_base=0, gamma=0.95)
     bank.add_questions([BankQuestion(id="q0", question="zero")])
     with pytest.raises(ValueError, match="rule"):
         bank.support(np.ones(16), [], n_sup_base=1, gamma=0.95, rule="other")  # type: ignore[arg-type]
@@ -625,6 +550,6 @@ def test_refresh_sees_other_writers(hashing: HashingEmbedder) -> None:
     assert bank.models == [] and len(bank) == 1  # the snapshot is this process's view
     bank.refresh()
     assert bank.models == ["m"] and len(bank) == 2
-    # exact=False reads Chroma directly.
-    live = writer.support(hashing.embed(["one"])[0], ["m"], n_sup_base=2, gamma=0.0, exact=False)
+    # The writer's snapshot, first loaded after both writes, holds them too.
+    live = writer.support(hashing.embed(["one"])[0], ["m"], n_sup_base=2, gamma=0.0)
     assert set(live.question_ids) == {"q0", "q1"}

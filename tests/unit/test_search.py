@@ -7,7 +7,7 @@ import pytest
 from numpy.typing import NDArray
 
 from smcs_graph import core
-from smcs_graph.search import Precision, VectorIndex
+from smcs_graph.bank.index import Precision, VectorIndex
 
 PRECISIONS: tuple[Precision, ...] = ("int8", "float32")
 

@@ -4,7 +4,9 @@
 scale per row. A query is scored against the int8 copy (a quarter of the memory traffic of
 float32), every score carries a proven error bound, and only the rows that the bound cannot
 rule out of the support set are re-scored exactly. The result is the support set of
-`core.support_set` on the exact similarities, not an approximation: no recall is lost.
+`core.support_set` on the exact similarities, not an approximation: no recall is lost, and both
+precisions return the same result bit for bit. The int8 pass is faster only where the CPU has
+int8 dot-product (VNNI) kernels; `calibration` measures which precision a host should use.
 
 Exact similarity here means the float64 dot product of the stored float32 unit vectors,
 computed row by row (`numpy.einsum`), so that equal rows get equal similarities wherever they
@@ -26,7 +28,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from smcs_graph import core
 
-__all__ = ["Precision", "SupportResult", "VectorIndex"]
+__all__ = ["Precision", "SupportResult", "VectorIndex", "unit_query", "unit_rows"]
 
 Precision = Literal["int8", "float32"]
 
@@ -64,10 +66,7 @@ class VectorIndex:
             raise ValueError("vectors contain NaN or infinite values")
         if precision not in ("int8", "float32"):
             raise ValueError(f"precision must be 'int8' or 'float32', got {precision!r}")
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-        self._matrix: NDArray[np.float32] = np.ascontiguousarray(
-            matrix / np.where(norms > 0.0, norms, 1.0), dtype=np.float32
-        )
+        self._matrix: NDArray[np.float32] = unit_rows(matrix)
         self._precision: Precision = precision
         self._quantized: NDArray[np.int8] | None = None
         self._scales: NDArray[np.float32] | None = None
@@ -98,6 +97,20 @@ class VectorIndex:
         self._quantized, self._scales = quantized, scales
         self._residual, self._dequantized_norm = residual, dequantized_norm
 
+    def with_precision(self, precision: Precision) -> VectorIndex:
+        """The same rows with another first pass, sharing this index's float32 matrix."""
+        if precision not in ("int8", "float32"):
+            raise ValueError(f"precision must be 'int8' or 'float32', got {precision!r}")
+        other = object.__new__(VectorIndex)
+        other.__dict__.update(self.__dict__)
+        other._precision = precision
+        if precision == "float32":
+            other._quantized, other._scales = None, None
+            other._residual = other._dequantized_norm = 0.0
+        elif self._quantized is None:
+            other._quantize()
+        return other
+
     # ------------------------------------------------------------------ properties
 
     @property
@@ -124,20 +137,8 @@ class VectorIndex:
     # ------------------------------------------------------------------ queries
 
     def _query(self, query: ArrayLike) -> NDArray[np.float64]:
-        q = np.asarray(query, dtype=np.float64)
-        if q.ndim == 2 and q.shape[0] == 1:
-            q = q[0]
-        if q.ndim != 1 or q.shape[0] != self.dimension:
-            raise ValueError(
-                f"query has shape {q.shape} but the index holds {self.dimension}-dimensional "
-                "vectors; embed the query with the bank's embedder"
-            )
-        if not np.isfinite(q).all():
-            raise ValueError("query contains NaN or infinite values")
-        norm = float(np.linalg.norm(q))
         # Round through float32: the query is compared exactly like a stored row.
-        unit = (q / norm if norm > 0.0 else q).astype(np.float32)
-        out: NDArray[np.float64] = unit.astype(np.float64)
+        out: NDArray[np.float64] = unit_query(query, self.dimension).astype(np.float64)
         return out
 
     def _exact(self, rows: NDArray[np.intp] | None, q: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -221,7 +222,7 @@ class VectorIndex:
 
 
 def _int8_matvec(matrix: NDArray[np.int8], vector: NDArray[np.int8]) -> NDArray[np.int32]:
-    """Exact int32 dot products of int8 rows with an int8 vector (VNNI kernels via torch).
+    """Exact int32 dot products of int8 rows with an int8 vector (torch; fast with VNNI).
 
     Runs on one thread: the product is bound by memory bandwidth, which one core already
     saturates, and a parallel region waits for its slowest thread, so on a busy machine two
@@ -238,4 +239,32 @@ def _int8_matvec(matrix: NDArray[np.int8], vector: NDArray[np.int8]) -> NDArray[
     finally:
         torch.set_num_threads(threads)
     out: NDArray[np.int32] = result.numpy()[:, 0]
+    return out
+
+
+def unit_rows(matrix: ArrayLike) -> NDArray[np.float32]:
+    """The rows of `matrix` scaled to unit length (zero rows stay zero), float32, C-ordered."""
+    m = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    return np.ascontiguousarray(m / np.where(norms > 0.0, norms, 1.0), dtype=np.float32)
+
+
+def unit_query(query: ArrayLike, dimension: int, holder: str = "the index") -> NDArray[np.float32]:
+    """`query` (a vector or one (1, d) row) as a float32 unit vector.
+
+    ValueError unless it has `dimension` finite entries; `holder` names what holds the vectors
+    it will be compared with, for the message.
+    """
+    q = np.asarray(query, dtype=np.float64)
+    if q.ndim == 2 and q.shape[0] == 1:
+        q = q[0]
+    if q.ndim != 1 or q.shape[0] != dimension:
+        raise ValueError(
+            f"query has shape {q.shape} but {holder} holds {dimension}-dimensional vectors; "
+            "embed the query with the bank's embedder"
+        )
+    if not np.isfinite(q).all():
+        raise ValueError("query contains NaN or infinite values")
+    norm = float(np.linalg.norm(q))
+    out: NDArray[np.float32] = (q / norm if norm > 0.0 else q).astype(np.float32)
     return out

@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from smcs_graph.bank import BankQuestion, QuestionBank
+from smcs_graph.bank.records import BankQuestion
+from smcs_graph.bank.store import QuestionBank
 from smcs_graph.errors import ConfigError
 from smcs_graph.questions import QuestionRecord
 
@@ -283,20 +284,17 @@ def import_matrix(
         model: {by_key[k].id: v for k, v in cells.items() if k in matched_keys}
         for model, cells in matrix.results.items()
     }
-    recorded = sum(len(cells) for cells in results.values())
-    with bank.building():
-        written = add_records(bank, matched, progress=progress)
-        bank.record_many(results)
-    return ImportReport(
-        questions=len(matched),
-        written=written,
-        models=list(matrix.models),
-        results=recorded,
-        masked=len(matched) * len(matrix.models) - recorded,
+    return _write(
+        bank,
+        matched,
+        results,
+        list(matrix.models),
+        embeddings=None,
+        how=f"embedded by {bank.embedder.id}",
+        progress=progress,
+        started=started,
         unmatched_rows=unmatched,
         unmatched_questions=len(by_key) - len(matched),
-        embeddings=f"embedded by {bank.embedder.id}",
-        seconds=time.monotonic() - started,
     )
 
 
@@ -397,12 +395,35 @@ def import_union_bank(
             else "stored vectors missing or of another dimension"
         )
         how = f"embedded by {bank.embedder.id} ({why})"
-    models = sorted(results)
-    recorded = sum(len(c) for c in results.values())
+    return _write(
+        bank,
+        questions,
+        results,
+        sorted(results),
+        embeddings=stored if use_stored else None,
+        how=how,
+        progress=progress,
+        started=started,
+    )
+
+
+def _write(
+    bank: QuestionBank,
+    questions: Sequence[QuestionRecord] | Sequence[BankQuestion],
+    results: Mapping[str, Mapping[str, bool]],
+    models: list[str],
+    *,
+    embeddings: np.ndarray[Any, Any] | None,
+    how: str,
+    progress: bool,
+    started: float,
+    unmatched_rows: list[str] | None = None,
+    unmatched_questions: int = 0,
+) -> ImportReport:
+    """Write the questions, then their results, as one bulk write (`bank.building()`)."""
+    recorded = sum(len(cells) for cells in results.values())
     with bank.building():
-        written = add_records(
-            bank, questions, embeddings=stored if use_stored else None, progress=progress
-        )
+        written = add_records(bank, questions, embeddings=embeddings, progress=progress)
         bank.record_many(results)
     return ImportReport(
         questions=len(questions),
@@ -410,6 +431,8 @@ def import_union_bank(
         models=models,
         results=recorded,
         masked=len(questions) * len(models) - recorded,
+        unmatched_rows=unmatched_rows or [],
+        unmatched_questions=unmatched_questions,
         embeddings=how,
         seconds=time.monotonic() - started,
     )
