@@ -211,17 +211,17 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 async def in_process_rate(pool_file: Path, bank_path: Path, count: int, slots: int) -> float:
     """Runs per second of the same SMCS model called directly (no HTTP), same slot count."""
-    from smcs_graph import Pool, QuestionBank, SMCSChatModel, SMCSConfig
+    from smcs_graph import QuestionBank, SMCSChatModel
     from smcs_graph.embedder import default_embedder
-    from smcs_graph.pool import load_config_file
+    from smcs_graph.models.pool import load_pool_file
 
-    raw = load_config_file(pool_file)
+    pool, settings = load_pool_file(pool_file)
     bank = QuestionBank.open(bank_path, default_embedder(), create=False)
     model = SMCSChatModel(
-        pool=Pool.from_config(raw),
+        pool=pool,
         bank=bank,
         embedder=bank.embedder,
-        config=SMCSConfig.from_mapping(raw["smcs"]),
+        config=settings,
     )
     gate = asyncio.Semaphore(slots)
 

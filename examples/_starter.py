@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from smcs_graph import BankQuestion, Pool, QuestionBank, SentenceTransformerEmbedder, SMCSConfig
-from smcs_graph.pool import load_config_file
+from smcs_graph.models.pool import load_pool_file
 
 HERE = Path(__file__).parent
 STARTER_BANK = HERE / "data" / "starter_bank.jsonl"
@@ -39,10 +39,7 @@ def grade(kind: str, gold: str, answer: str) -> bool:
 
 def local_pool() -> tuple[Pool, SMCSConfig]:
     """The local pool and the settings that fit it, from `local_pool.yaml`."""
-    config = load_config_file(LOCAL_POOL)
-    return Pool.from_config(config, source=str(LOCAL_POOL)), SMCSConfig.from_mapping(
-        config.get("smcs", {})
-    )
+    return load_pool_file(LOCAL_POOL)
 
 
 def starter_bank(pool: Pool, *, verbose: bool = True) -> QuestionBank:

@@ -1,4 +1,4 @@
-"""The pure parts of smcs_graph.local_models: registry, locating parts, hashes, stamps, assembly.
+"""The pure parts of smcs_graph.models.local: registry, locating parts, hashes, stamps, assembly.
 
 No server starts here; model packages are faked with small files in temporary packages.
 """
@@ -21,15 +21,18 @@ from typing import Any
 
 import pytest
 
-from smcs_graph import local_models as lm
-from smcs_graph.local_models import (
+from smcs_graph.models import local as lm
+from smcs_graph.models.local import (
     LOCAL_MODELS,
     LocalModelError,
     LocalModelSpec,
     LocalServerManager,
     ModelChecksumError,
     ModelPart,
+    files,
 )
+from smcs_graph.models.local import replicas as routing
+from smcs_graph.models.local import server as serving
 
 # --------------------------------------------------------------------------- registry
 
@@ -208,7 +211,7 @@ def test_stamps_remember_path_size_and_mtime(tmp_path: Path) -> None:
     model = tmp_path / "m.gguf"
     model.write_bytes(b"0123456789")
     digest = hashlib.sha256(b"0123456789").hexdigest()
-    stamps = lm._Stamps(tmp_path / "cache")
+    stamps = files._Stamps(tmp_path / "cache")
     assert not stamps.is_verified(model, digest)
     stamps.record(model, digest)
     assert stamps.is_verified(model, digest)
@@ -230,7 +233,7 @@ def test_damaged_stamp_file_only_costs_a_hash(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / lm.STAMP_FILE).write_text("{not json")
-    stamps = lm._Stamps(cache)
+    stamps = files._Stamps(cache)
     assert not stamps.is_verified(model, digest)
     stamps.record(model, digest)
     data = json.loads((cache / lm.STAMP_FILE).read_text())
@@ -254,7 +257,7 @@ def test_single_file_model_is_used_in_place_and_hashed_once(
     def no_hashing(path: Path) -> str:
         raise AssertionError("a stamped file must not be hashed again")
 
-    monkeypatch.setattr(lm, "sha256_file", no_hashing)
+    monkeypatch.setattr(files, "sha256_file", no_hashing)
     assert lm.model_file(spec.name, cache) == path
 
 
@@ -309,7 +312,7 @@ def test_failed_assembly_leaves_nothing_that_looks_whole(
     def crash(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(lm.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         lm.model_file(spec.name, cache)
     assert list(cache.iterdir()) == []
@@ -353,10 +356,10 @@ def test_busy_requests_parsed_from_metrics() -> None:
         "llamacpp:requests_deferred 1\n"
         "llamacpp:n_busy_slots_per_decode 0.5\n"
     )
-    assert lm._busy_from_metrics(FakeServer(metrics)) == 3
-    assert lm._busy_from_metrics(FakeServer("llamacpp:requests_processing 0\n")) == 0
-    assert lm._busy_from_metrics(FakeServer('{"error": "no metrics"}')) is None
-    assert lm._busy_from_metrics(object()) is None
+    assert serving._busy_from_metrics(FakeServer(metrics)) == 3
+    assert serving._busy_from_metrics(FakeServer("llamacpp:requests_processing 0\n")) == 0
+    assert serving._busy_from_metrics(FakeServer('{"error": "no metrics"}')) is None
+    assert serving._busy_from_metrics(object()) is None
 
 
 def test_server_validates_arguments_without_starting() -> None:
@@ -438,7 +441,7 @@ def _replica_chat(servers: list[_FakeOpenAI]) -> Any:
     from langchain_openai import ChatOpenAI
     from pydantic import SecretStr
 
-    http_client, http_async_client = lm._replica_http_clients(tuple(s.url for s in servers))
+    http_client, http_async_client = routing.replica_http_clients(tuple(s.url for s in servers))
     return ChatOpenAI(
         base_url=servers[0].url,
         api_key=SecretStr("local"),

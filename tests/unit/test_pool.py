@@ -8,6 +8,7 @@ import pytest
 from langchain_openai import ChatOpenAI
 
 from smcs_graph import ConfigError, Pool, PoolModel, SMCSConfig
+from smcs_graph.models import load_pool_file, read_pool_file
 from smcs_graph.testing import FakeChatModel
 
 GOOD = """
@@ -96,3 +97,58 @@ def test_local_server_settings_belong_to_local_entries_only() -> None:
     config = {"models": [{"name": "m", "class": "x.y:Z", "threads": 2}]}
     with pytest.raises(ConfigError, match="apply to the built-in OpenAI-compatible client only"):
         Pool.from_config(config)
+
+
+# --------------------------------------------------------------------------- the pool file parser
+
+WITH_SETTINGS = GOOD + "smcs:\n  k: 2\n  seed: 7\n"
+
+
+def test_one_parser_reads_the_models_and_their_settings(tmp_path: Path) -> None:
+    path = tmp_path / "pool.yaml"
+    path.write_text(WITH_SETTINGS)
+    parsed = read_pool_file(path)
+    assert parsed.model_names == ["big", "small"]  # no chat model built for the names
+    assert (parsed.settings.k, parsed.settings.seed) == (2, 7)
+    assert read_pool_file(path, {"k": 1}).settings.k == 1  # overrides win over the file
+    pool, settings = load_pool_file(path, {"seed": 3})
+    assert pool.names == ["big", "small"] and (settings.k, settings.seed) == (2, 3)
+    bare = tmp_path / "bare.json"
+    bare.write_text('{"models": [{"name": "a", "base_url": "http://127.0.0.1:9/v1"}]}')
+    assert load_pool_file(bare)[1] == SMCSConfig()  # no 'smcs:' section: the paper's defaults
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (b"models:\n  - name: caf\xe9\n", "not UTF-8 text (byte 0xe9 at offset 21)"),
+        (b"", "the file is empty"),
+        (b"models: [{name: a, base_url: 'http://x/v1'}]\nsmsc: {k: 2}\n", "unknown top-level"),
+        (b"models: [{name: a, base_url: 'http://x/v1'}]\nsmcs: [k, 2]\n", "'smcs' must be"),
+        (b"models: [{name: a, base_url: 'http://x/v1'}]\nsmcs: {kk: 2}\n", "'smcs:' section"),
+        (b"models: [{name: a, base_url: 'http://x/v1'}]\nsmcs: {k: 0}\n", "invalid SMCS"),
+    ],
+)
+def test_broken_pool_files_name_the_file_and_the_fix(
+    tmp_path: Path, content: bytes, fragment: str
+) -> None:
+    path = tmp_path / "pool.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        read_pool_file(path)
+    assert fragment in str(caught.value) and str(path) in str(caught.value)
+    with pytest.raises(ConfigError, match=r"pool\.yaml"):
+        Pool.from_file(path)  # the same parser
+
+
+def test_bad_overrides_and_unreadable_paths_say_so(tmp_path: Path) -> None:
+    path = tmp_path / "pool.yaml"
+    path.write_text(WITH_SETTINGS)
+    with pytest.raises(ConfigError, match=r"with overrides bogus\): unknown SMCS setting"):
+        read_pool_file(path, {"bogus": 1})
+    with pytest.raises(ConfigError, match="is a folder"):
+        read_pool_file(tmp_path)
+    json_path = tmp_path / "pool.json"
+    json_path.write_text("models:\n  - name: a\n")
+    with pytest.raises(ConfigError, match="cannot parse the file as JSON"):
+        read_pool_file(json_path)

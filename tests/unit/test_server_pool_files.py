@@ -46,7 +46,7 @@ def test_a_class_entry_builds_the_model_from_its_kwargs(tmp_path: Path) -> None:
         ({"class": "no_such_package.models:Chat"}, "cannot import module 'no_such_package.models'"),
         ({"class": "smcs_graph.testing"}, "'package.module:ClassName'"),
         ({"class": "smcs_graph.testing:Nothing"}, "found nothing"),
-        ({"class": "smcs_graph.pool:Pool"}, "BaseChatModel subclass"),
+        ({"class": "smcs_graph.models.pool:Pool"}, "BaseChatModel subclass"),
         (
             {"class": "smcs_graph.testing:FakeChatModel", "kwargs": {"latency_s": "slow"}},
             "rejected its kwargs",
