@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from smcs_graph.graders import grade
+from smcs_graph.grading import grade
 from smcs_graph.questions import (
     LETTERS,
     QuestionRecord,

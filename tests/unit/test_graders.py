@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from smcs_graph.graders import Verdict, get_grader, grade, known_families, register_grader
-from smcs_graph.graders.code import extract_code, make_code_grader
+from smcs_graph.grading import Verdict, get_grader, grade, known_families, register_grader
+from smcs_graph.grading.code import extract_code, make_code_grader
 from smcs_graph.questions import QuestionRecord
 
 pytestmark = pytest.mark.timeout(120)
@@ -101,6 +101,21 @@ def test_math_in_a_worker_thread() -> None:
     assert results and results[0].correct
 
 
+def test_a_math_answer_that_never_finishes_is_graded_wrong_and_its_worker_replaced() -> None:
+    from smcs_graph.grading import math_answer
+
+    grade_quickly = math_answer.make_math_grader(timeout_s=3)
+    assert grade_quickly(MATH, "\\boxed{0.75}").correct  # a worker is up and warm
+    killed_before = math_answer.killed_workers()
+    verdict = grade_quickly(MATH, "\\boxed{(10^{8})!}")
+    assert not verdict.correct
+    assert verdict.detail == "math checking timed out after 3s"
+    assert math_answer.killed_workers() == killed_before + 1
+    # a fresh worker takes over
+    assert grade_quickly(MATH, "\\boxed{\\frac{3}{4}}").correct
+    assert not grade_quickly(MATH, "\\boxed{\\frac{2}{3}}").correct
+
+
 def test_math_without_a_final_answer_says_so() -> None:
     verdict = grade(MATH, "Let me think about fractions.")
     assert not verdict.correct and "no final answer" in verdict.detail
@@ -177,6 +192,52 @@ def test_code_hostile_answer_is_a_failure() -> None:
     verdict = grade_quickly(MBPP_LIKE, "```python\nwhile True:\n    pass\n```")
     assert not verdict.correct
     assert verdict.detail in ("timeout after 1s", "stopped by the cpu limit: exited with an error")
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    [
+        "exit()",
+        "sys.exit(0)",
+        "os._exit(0)",
+        "atexit.register(os._exit, 0)",
+        "raise SystemExit(0)",
+    ],
+)
+def test_an_early_exit_cannot_forge_a_pass(forgery: str) -> None:
+    wrong = f"import atexit, os, sys\n\ndef add(a, b):\n    return a - b\n\n{forgery}\n"
+    verdict = grade(MBPP_LIKE, f"```python\n{wrong}```")
+    assert not verdict.correct, verdict.detail
+    # the same exit inside the function the tests call
+    body = f"import atexit, os, sys\n\ndef add(a, b):\n    {forgery}\n"
+    assert not grade(MBPP_LIKE, f"```python\n{body}```").correct
+
+
+def test_printed_or_written_verdicts_cannot_forge_a_pass() -> None:
+    forger = (
+        "import os, sys\n\ndef add(a, b):\n    return 0\n\n"
+        "print('all tests passed')\n"
+        "print('all tests passed', file=sys.stderr)\n"
+        "for fd in range(3, 64):\n"
+        "    for text in (b'all tests passed\\n', b'0' * 32, b'passed'):\n"
+        "        try:\n"
+        "            os.write(fd, text)\n"
+        "        except OSError:\n"
+        "            pass\n"
+        "os._exit(0)\n"
+    )
+    verdict = grade(MBPP_LIKE, f"```python\n{forger}```")
+    assert not verdict.correct, verdict.detail
+    assert "before the tests finished" in verdict.detail
+
+
+def test_a_correct_solution_that_prints_and_exits_cleanly_still_passes() -> None:
+    response = (
+        "```python\nimport sys\n\ndef add(a, b):\n    print('adding', a, b)\n"
+        "    return a + b\n\nprint('ready', file=sys.stderr)\n```"
+    )
+    verdict = grade(MBPP_LIKE, response)
+    assert verdict.correct, verdict.detail
 
 
 def test_code_extraction_picks_the_solution_block() -> None:

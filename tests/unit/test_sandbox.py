@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from smcs_graph.sandbox import OUTPUT_LIMIT_CHARS, run_python
+from smcs_graph.grading.sandbox import OUTPUT_LIMIT_CHARS, describe_protections, run_python
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -174,3 +174,99 @@ def test_runs_from_worker_threads_do_not_interfere() -> None:
 def test_bad_limits_are_rejected() -> None:
     with pytest.raises(ValueError, match="must be positive"):
         run_python("pass", timeout_s=0)
+
+
+def _kernel_has_landlock() -> bool:
+    """Whether this kernel offers Landlock (asked directly, not through the sandbox)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) returns the ABI.
+    return libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1)) >= 1
+
+
+@pytest.fixture
+def home_cache_secret() -> Iterator[tuple[Path, str]]:
+    """A secret file under $HOME/.cache, removed afterwards."""
+    secret = f"cache-secret-{uuid.uuid4().hex}"
+    folder = Path.home() / ".cache" / f"smcs-sandbox-test-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True)
+    path = folder / "token.txt"
+    path.write_text(secret)
+    yield path, secret
+    path.unlink()
+    folder.rmdir()
+
+
+def test_host_files_are_unreadable(home_cache_secret: tuple[Path, str]) -> None:
+    path, secret = home_cache_secret
+    targets = [str(path), "/etc/shadow", "/etc/passwd", str(Path.home())]
+    program = f"""
+import os
+for path in {targets!r}:
+    try:
+        if os.path.isdir(path):
+            print("LISTED", path, os.listdir(path))
+        else:
+            with open(path) as handle:
+                print("READ", path, handle.read())
+    except OSError as exc:
+        print("refused", path, type(exc).__name__)
+raise RuntimeError(open({str(path)!r}).read())
+"""
+    result = run_python(program)
+    if not _kernel_has_landlock():
+        assert "landlock-read" not in result.isolation
+        assert "NOT" in describe_protections()
+        pytest.skip("this kernel has no Landlock: the sandbox cannot hide host files here")
+    assert "landlock-read" in result.isolation
+    assert secret not in result.stdout + result.stderr
+    assert "READ" not in result.stdout and "LISTED" not in result.stdout
+    assert result.stdout.count("refused") == len(targets)
+    assert not result.passed
+
+
+def test_protections_report_names_the_read_restriction() -> None:
+    report = describe_protections()
+    if _kernel_has_landlock():
+        assert "reads: only the interpreter, its libraries and the working directory" in report
+    else:
+        assert "reads: NOT restricted" in report
+
+
+def test_stdlib_and_numpy_still_import_and_run() -> None:
+    numpy = pytest.importorskip("numpy")
+    program = """
+import collections, datetime, decimal, fractions, hashlib, heapq, itertools, json, math
+import random, re, statistics, string, time, typing, os, functools, bisect, sqlite3
+import numpy as np
+
+assert os.cpu_count() >= 1
+time.localtime()
+random.seed(0)
+open("scratch.txt", "w").write("ok")
+assert open("scratch.txt").read() == "ok"
+matrix = np.arange(9.0).reshape(3, 3)
+print(int(np.linalg.matrix_rank(matrix)), fractions.Fraction(1, 3) * 3, math.comb(5, 2))
+"""
+    result = run_python(program, timeout_s=30)
+    assert result.passed, result.stderr
+    assert result.stdout.split() == ["2", "1", "10"]
+    assert numpy is not None
+
+
+def test_attested_run_reports_only_through_its_token() -> None:
+    honest = "import os\ntoken = os.read(3, 256)\nos.close(3)\nos.write(4, token)\n"
+    assert run_python(honest, attest=True).attested
+    for forged in (
+        "import os\nos._exit(0)",  # exits 0 without reporting
+        "import os\nos.write(4, b'all tests passed')",  # no token
+        "import os\nos.write(4, os.read(3, 256) + b'!')",  # not exactly the token
+        "print('ok')",
+    ):
+        result = run_python(forged, attest=True)
+        assert result.passed and not result.attested, forged
+    # without attest, nothing is handed over and nothing is attested
+    plain = run_python("import os\nos.fstat(3)")
+    assert not plain.passed and not plain.attested

@@ -6,7 +6,7 @@ import math
 import re
 from fractions import Fraction
 
-from smcs_graph.graders import Verdict
+from smcs_graph.grading import Verdict
 from smcs_graph.questions import QuestionRecord
 
 _NUMBER = r"-?(?:\$\s*)?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s*/\s*\d+)?|-?\$?\.\d+"

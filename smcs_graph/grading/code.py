@@ -1,22 +1,37 @@
-"""Code: run the program against the question's tests in the sandbox."""
+"""Code: run the program against the question's tests in the sandbox.
+
+A response is correct only when the trusted harness around it reports, through the sandbox's
+verdict channel, that every test ran: the program's exit status alone is never trusted.
+"""
 
 from __future__ import annotations
 
 import re
 
-from smcs_graph.graders import Grader, Verdict
+from smcs_graph.grading import Grader, Verdict
+from smcs_graph.grading.sandbox import run_python
 from smcs_graph.questions import QuestionRecord
-from smcs_graph.sandbox import run_python
 
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 # The solution and the tests run in one namespace that is not __main__, so a solution's own
-# `if __name__ == "__main__":` demo (often reading stdin) does not run.
+# `if __name__ == "__main__":` demo (often reading stdin) does not run. The verdict is the
+# sandbox's one-time token (fd 3), read before the solution runs and written back (fd 4) only
+# after every test ran: an exit of any kind before that, even with status 0, is a failure.
 _HARNESS = """\
-_namespace = {{"__name__": "solution"}}
-exec(compile({solution!r}, "solution.py", "exec"), _namespace)
-exec(compile({tests!r}, "tests.py", "exec"), _namespace)
-{call}
+def _smcs_harness():
+    import os
+
+    token = os.read(3, 256)
+    os.close(3)
+    namespace = {{"__name__": "solution"}}
+    exec(compile({solution!r}, "solution.py", "exec"), namespace)
+    exec(compile({tests!r}, "tests.py", "exec"), namespace)
+    {call}
+    os.write(4, token)
+
+
+_smcs_harness()
 """
 
 
@@ -39,7 +54,8 @@ def extract_code(response: str, entry_point: str | None = None) -> str:
 
 
 def program_for(record: QuestionRecord, code: str) -> str:
-    """The full program to run: solution (with the HumanEval prompt where needed) + tests."""
+    """The full program to run: solution (with the HumanEval prompt where needed) + tests, in
+    a harness that reports through the sandbox's verdict channel (`run_python(attest=True)`)."""
     solution = code
     call = ""
     if record.entry_point:
@@ -49,7 +65,7 @@ def program_for(record: QuestionRecord, code: str) -> str:
         defines = re.search(rf"def\s+{re.escape(record.entry_point)}\s*\(", code)
         separator = "\n" if defines else ""
         solution = record.question + separator + code
-        call = f"_namespace['check'](_namespace[{record.entry_point!r}])"
+        call = f"namespace['check'](namespace[{record.entry_point!r}])"
     return _HARNESS.format(solution=solution, tests=record.tests or "", call=call)
 
 
@@ -67,13 +83,17 @@ def make_code_grader(*, timeout_s: float = 10, memory_mb: int = 512) -> Grader:
         code = extract_code(response, record.entry_point)
         if not code.strip():
             return Verdict(correct=False, extracted=code, detail="no code found")
-        result = run_python(program_for(record, code), timeout_s=timeout_s, memory_mb=memory_mb)
-        if result.passed:
+        result = run_python(
+            program_for(record, code), timeout_s=timeout_s, memory_mb=memory_mb, attest=True
+        )
+        if result.passed and result.attested:
             return Verdict(correct=True, extracted=code, detail="all tests passed")
         if result.timed_out:
             detail = f"timeout after {timeout_s:g}s"
         elif result.killed_by is not None:
             detail = f"stopped by the {result.killed_by} limit: {_failure(result.stderr)}"
+        elif result.returncode == 0:
+            detail = "the program exited before the tests finished"
         else:
             detail = _failure(result.stderr)
         return Verdict(correct=False, extracted=code, detail=detail)

@@ -1,7 +1,7 @@
 """Running untrusted (model-written) Python code in a contained subprocess.
 
 Layers, each applied where the platform allows it (`SandboxResult.isolation` names the ones
-that applied to a run; `python -m smcs_graph.sandbox` prints what this machine offers):
+that applied to a run; `python -m smcs_graph.grading.sandbox` prints what this machine offers):
 
 - always: a new session / process group killed as a whole at the wall-clock limit; resource
   limits (CPU seconds, address space, file size, open files, no core dumps, process count); a
@@ -17,13 +17,26 @@ that applied to a run; `python -m smcs_graph.sandbox` prints what this machine o
   reboot, module loading or mounts) and ``pids-cgroup`` (a pids cgroup bounds its process
   count, since root's is not bounded by the rlimit);
 - ``landlock``: a Landlock ruleset (Linux 5.13+) that allows writes only beneath the working
-  directory and, from ABI 4, denies all TCP connect/bind, from ABI 6 signals and abstract
-  sockets outside the sandbox;
+  directory and, from ABI 4, denies all TCP connect/bind (``landlock-net``), from ABI 6 signals
+  and abstract sockets outside the sandbox;
+- ``landlock-read``: the same ruleset lets the program read (and execute) only the interpreter
+  (its prefixes and import path), the system's shared libraries, time zones, a few devices
+  (`_SYSTEM_READ_PATHS`) and the working directory: no ``/etc``, no home directories, no
+  ``/proc``. Without Landlock, reads are bounded only by file permissions:
+  ``nobody``'s where that layer applies, else those of the user running the grader (as root:
+  every file); `describe_protections` says which;
 - ``socket-audit-hook``: only when neither namespaces nor Landlock's network rules applied, an
   audit hook in the child refuses socket creation (a weaker, in-process guard).
 
-The set-up runs in a trusted bootstrap interpreter after ``exec`` (no ``preexec_fn``, which is
-unsafe in threaded parents such as the graders' worker pools), then starts the program.
+The set-up runs in a trusted bootstrap interpreter after ``exec`` (`_sandbox_bootstrap`), then
+starts the program.
+
+A run with ``attest=True`` gives the program a verdict channel it cannot fake by exiting: a
+one-time random token to read on fd 3 and a pipe on fd 4 to write it back to; `attested` is
+true only when exactly that token came back. A harness that reads (and closes) fd 3 before it
+runs untrusted code and writes the token only after its checks makes any early exit, of any
+kind, a failure. Code running in the same interpreter can still reach the harness's memory, so
+this defeats accidents and exits, not a program written to attack this harness.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -42,7 +56,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SandboxResult", "run_python"]
+__all__ = ["SandboxResult", "describe_protections", "run_python"]
 
 OUTPUT_LIMIT_CHARS = 16_000
 """stdout and stderr are each truncated to this many characters in a result."""
@@ -50,143 +64,27 @@ OUTPUT_LIMIT_CHARS = 16_000
 _NOBODY = 65534
 _PROGRAM = "main.py"
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+_BOOTSTRAP = Path(__file__).with_name("_sandbox_bootstrap.py")
+_REPORT_LIMIT_BYTES = 4096
 
-# The bootstrap runs in `python -I -S -B -c`, reads its settings from argv[1], applies the
-# layers, reports them on the status pipe, forks the program and reports how it ended.
-_BOOTSTRAP = r"""
-import ctypes, json, os, resource, signal, sys
-
-cfg = json.loads(sys.argv[1])
-status = os.fdopen(cfg["status_fd"], "w")
-layers = []
-libc = ctypes.CDLL(None, use_errno=True)
-
-if cfg["cgroup"]:
-    with open(cfg["cgroup"] + "/cgroup.procs", "w") as procs:
-        procs.write(str(os.getpid()))
-    layers.append("pids-cgroup")
-
-CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-flags = CLONE_NEWPID | CLONE_NEWNET
-# Root that stays root (nobody cannot run this interpreter) still enters a user namespace:
-# it keeps no capability over the host (no reboot, no module loading, no mounts there).
-if not cfg["as_nobody"]:
-    flags |= CLONE_NEWUSER
-if libc.unshare(flags) == 0:
-    layers.append("namespaces")
-    if flags & CLONE_NEWUSER:
-        layers.append("user-namespace")
-
-PR_SET_NO_NEW_PRIVS, PR_SET_PDEATHSIG = 38, 1
-libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-
-
-def landlock(workdir):
-    # Linux syscall numbers 444-446 are shared by all architectures.
-    create, add_rule, restrict = 444, 445, 446
-    libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
-    if abi < 1:
-        return False
-    writes = (1 << 1) | sum(1 << bit for bit in range(4, 13))  # write, remove, make_*
-    if abi >= 2:
-        writes |= 1 << 13  # refer
-    if abi >= 3:
-        writes |= 1 << 14  # truncate
-    net = 0b11 if abi >= 4 else 0  # bind_tcp, connect_tcp: no rule allows any port
-    scoped = 0b11 if abi >= 6 else 0  # abstract unix sockets, signals
-    fields = [writes, net, scoped][: 1 if abi < 4 else (2 if abi < 6 else 3)]
-    attr = (ctypes.c_uint64 * len(fields))(*fields)
-    ruleset = libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)),
-                           ctypes.c_uint32(0))
-    if ruleset < 0:
-        return False
-
-    class PathBeneath(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-    for path, allowed in ((workdir, writes), ("/dev/null", (1 << 1) | (writes & (1 << 14)))):
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        rule = PathBeneath(allowed, fd)
-        failed = libc.syscall(add_rule, ctypes.c_int(ruleset), ctypes.c_int(1),
-                              ctypes.byref(rule), ctypes.c_uint32(0))
-        os.close(fd)
-        if failed:
-            return False
-    ok = libc.syscall(restrict, ctypes.c_int(ruleset), ctypes.c_uint32(0)) == 0
-    os.close(ruleset)
-    if ok and net:
-        layers.append("landlock-net")
-    return ok
-
-
-if landlock(cfg["workdir"]):
-    layers.append("landlock")
-
-if cfg["as_nobody"]:
-    os.setgroups([])
-    os.setgid(cfg["nobody"])
-    os.setuid(cfg["nobody"])
-    layers.append("unprivileged-user")
-
-
-def processes_of(uid):
-    count = 0
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat("/proc/" + entry).st_uid == uid:
-                    count += 1
-            except OSError:
-                pass
-    return count
-
-
-mb = 1024 * 1024
-limits = [
-    (resource.RLIMIT_CPU, cfg["cpu_s"], cfg["cpu_s"] + 1),
-    (resource.RLIMIT_AS, cfg["memory_mb"] * mb, cfg["memory_mb"] * mb),
-    (resource.RLIMIT_FSIZE, cfg["max_file_mb"] * mb, cfg["max_file_mb"] * mb),
-    (resource.RLIMIT_NOFILE, 256, 256),
-    (resource.RLIMIT_CORE, 0, 0),
-]
-# The process count is per user and system-wide: allow this user's current count plus the
-# budget (root is exempt: then the pids cgroup above bounds the count).
-nproc = processes_of(os.getuid()) + cfg["max_processes"]
-limits.append((resource.RLIMIT_NPROC, nproc, nproc))
-for which, soft, hard in limits:
-    resource.setrlimit(which, (soft, hard))
-
-argv = [sys.executable, "-I", "-B", cfg["program"]]
-if "namespaces" not in layers and "landlock-net" not in layers:
-    layers.append("socket-audit-hook")
-    argv = [sys.executable, "-I", "-B", "-c", cfg["guard"], cfg["program"]]
-status.write(json.dumps({"layers": layers}) + "\n")
-status.flush()
-
-parent = os.getpid()
-pid = os.fork()
-if pid == 0:
-    status.close()
-    # Dies with the bootstrap: a killed bootstrap takes the program (PID 1 of its namespace,
-    # and with it every process it started) down. Outside a PID namespace, check that the
-    # bootstrap did not die before the signal was armed.
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if "namespaces" not in layers and os.getppid() != parent:
-        os._exit(137)
-    try:
-        os.execve(sys.executable, argv, cfg["env"])
-    except OSError as exc:
-        os.write(2, f"sandbox: cannot start the program: {exc}\n".encode())
-    os._exit(127)
-_, wait_status = os.waitpid(pid, 0)
-if os.WIFSIGNALED(wait_status):
-    status.write(json.dumps({"signal": os.WTERMSIG(wait_status)}) + "\n")
-else:
-    status.write(json.dumps({"exit": os.WEXITSTATUS(wait_status)}) + "\n")
-status.close()
-"""
+# Readable (and executable) under Landlock besides the interpreter and the working directory:
+# shared libraries and the loader's cache, time zones, harmless devices, the CPU count.
+_SYSTEM_READ_PATHS = (
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib32",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/usr/share/zoneinfo",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
+    "/sys/devices/system/cpu",
+)
 
 # Used only where no OS layer blocks the network: refuse sockets from inside the interpreter.
 _SOCKET_GUARD = r"""
@@ -220,6 +118,8 @@ class SandboxResult:
     seconds: float
     isolation: tuple[str, ...] = ()
     """The optional layers that applied (see the module docstring)."""
+    attested: bool = False
+    """With ``attest=True``: the program wrote back on fd 4 exactly the token it got on fd 3."""
 
 
 @functools.cache
@@ -241,6 +141,31 @@ def _nobody_can_run_python() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return probe.returncode == 0
+
+
+@functools.cache
+def _interpreter_read_paths() -> tuple[str, ...]:
+    """The directories the sandboxed interpreter reads: its prefixes, the directory of its
+    executable and its import path, as `python -I` sees them here, plus `_SYSTEM_READ_PATHS`."""
+    probe = (
+        "import json, os, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, "
+        "sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)), *sys.path]))"
+    )
+    found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError):
+        completed = subprocess.run(
+            [sys.executable, "-I", "-c", probe],
+            cwd="/",
+            env={"PATH": _SAFE_PATH},
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        found += json.loads(completed.stdout)
+    paths = {os.path.realpath(path) for path in found if os.path.isdir(path)}
+    paths |= {os.path.realpath(path) for path in _SYSTEM_READ_PATHS if os.path.exists(path)}
+    paths.discard("/")  # an interpreter installed at the root still reads only the above
+    return tuple(sorted(path for path in paths if not any(path.startswith(p + "/") for p in paths)))
 
 
 @contextlib.contextmanager
@@ -350,11 +275,14 @@ def run_python(
     max_file_mb: int = 16,
     max_processes: int = 16,
     cpu_s: int | None = None,
+    attest: bool = False,
 ) -> SandboxResult:
     """Run `code` as a Python program in the sandbox; `passed` means exit status 0 in time.
 
     `cpu_s` defaults to the wall-clock limit rounded up; `max_processes` is how many processes
-    the program may run at once besides those its user already runs.
+    the program may run at once besides those its user already runs. `attest` opens the
+    verdict channel (fd 3: a one-time token to read; fd 4: where to write it back; see the
+    module docstring) and sets `attested`.
     """
     if timeout_s <= 0 or memory_mb <= 0 or max_file_mb <= 0 or max_processes <= 0:
         raise ValueError(
@@ -363,7 +291,9 @@ def run_python(
             f"max_processes={max_processes})"
         )
     cpu_limit = cpu_s if cpu_s is not None else max(1, int(timeout_s + 0.999))
+    token = secrets.token_hex(16).encode() if attest else b""
     started = time.monotonic()
+    fds = _Fds()
     with tempfile.TemporaryDirectory(prefix="smcs-sandbox-") as host_dir:
         workdir = Path(host_dir, "work")
         workdir.mkdir()
@@ -373,10 +303,9 @@ def run_python(
             os.chown(workdir, _NOBODY, _NOBODY)
             os.chown(workdir / _PROGRAM, _NOBODY, _NOBODY)
         out_path, err_path = Path(host_dir, "stdout"), Path(host_dir, "stderr")
-        read_fd, write_fd = os.pipe()
         config = {
-            "status_fd": write_fd,
             "workdir": str(workdir),
+            "read_paths": list(_interpreter_read_paths()),
             "program": _PROGRAM,
             "guard": _SOCKET_GUARD,
             "env": _minimal_env(str(workdir)),
@@ -387,37 +316,48 @@ def run_python(
             "max_file_mb": max_file_mb,
             "max_processes": max_processes,
         }
-        timed_out = False
-        cgroup = contextlib.ExitStack()
+        timed_out = attested = False
         try:
+            status_read, status_write = fds.pipe()
+            attest_fds: list[int] = []
+            report_read = -1
+            if attest:
+                token_read, token_write = fds.pipe()
+                report_read, report_write = fds.pipe()
+                os.write(token_write, token)  # 32 bytes into an empty pipe: never blocks
+                fds.close(token_write)
+                attest_fds = [token_read, report_write]
+            config["status_fd"] = status_write
+            config["attest_fds"] = attest_fds
+            child_fds = [status_write, *attest_fds]
             # +1: the bootstrap itself lives in the group too.
-            config["cgroup"] = cgroup.enter_context(_pids_cgroup(max_processes + 1))
-            with out_path.open("wb") as out, err_path.open("wb") as err:
+            with (
+                _pids_cgroup(max_processes + 1) as config["cgroup"],
+                out_path.open("wb") as out,
+                err_path.open("wb") as err,
+            ):
                 process = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-B", "-c", _BOOTSTRAP, json.dumps(config)],
+                    [sys.executable, "-I", "-S", "-B", str(_BOOTSTRAP), json.dumps(config)],
                     cwd=workdir,
                     env=_minimal_env(str(workdir)),
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
-                    pass_fds=(write_fd,),
+                    pass_fds=child_fds,
                     start_new_session=True,
                 )
-                os.close(write_fd)
-                write_fd = -1
+                for fd in child_fds:
+                    fds.close(fd)
                 try:
                     process.wait(timeout=timeout_s)
                 except subprocess.TimeoutExpired:
                     timed_out = True
                 finally:
                     _kill_group(process)
-            layers, returncode = _read_status(read_fd)
-            read_fd = -1
+            layers, returncode = _read_status(fds.release(status_read))
+            attested = attest and not timed_out and _read_report(report_read) == token
         finally:
-            cgroup.close()
-            for fd in (read_fd, write_fd):
-                if fd >= 0:
-                    os.close(fd)
+            fds.close_all()
         stdout = _read_capped(out_path, OUTPUT_LIMIT_CHARS)
         stderr = _read_capped(err_path, OUTPUT_LIMIT_CHARS)
         if returncode is None and not timed_out:
@@ -432,7 +372,44 @@ def run_python(
         killed_by=killed_by,
         seconds=time.monotonic() - started,
         isolation=layers,
+        attested=attested,
     )
+
+
+class _Fds:
+    """The pipe ends one run owns: each closed once, by `close` or at the end of the run (never
+    a number closed twice: another thread may have been given it since)."""
+
+    def __init__(self) -> None:
+        self._open: set[int] = set()
+
+    def pipe(self) -> tuple[int, int]:
+        read_fd, write_fd = os.pipe()
+        self._open |= {read_fd, write_fd}
+        return read_fd, write_fd
+
+    def close(self, fd: int) -> None:
+        if fd in self._open:
+            self._open.remove(fd)
+            os.close(fd)
+
+    def release(self, fd: int) -> int:
+        """Hand `fd` to a caller who closes it."""
+        self._open.remove(fd)
+        return fd
+
+    def close_all(self) -> None:
+        for fd in list(self._open):
+            self.close(fd)
+
+
+def _read_report(fd: int) -> bytes:
+    """What the program wrote on the report pipe (without waiting: every writer is dead)."""
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, _REPORT_LIMIT_BYTES)
+    except BlockingIOError:
+        return b""
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:
@@ -442,10 +419,33 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-def _describe() -> str:
-    result = run_python("print('ok')", timeout_s=10)
-    return f"isolation layers on this machine: {', '.join(result.isolation) or 'none'}"
+def describe_protections() -> str:
+    """What the sandbox applies on this machine, in words (`python -m
+    smcs_graph.grading.sandbox` prints it): its layers and what a program can read and write."""
+    layers = run_python("pass", timeout_s=30).isolation
+    lines = [f"isolation layers on this machine: {', '.join(layers) or 'none'}"]
+    if "landlock-read" in layers:
+        lines.append(
+            "reads: only the interpreter, its libraries and the working directory (Landlock); "
+            "readable: " + ", ".join(_interpreter_read_paths())
+        )
+    elif "unprivileged-user" in layers:
+        lines.append(
+            "reads: NOT restricted by Landlock (this kernel lacks it): the program runs as "
+            "nobody and can read every world-readable file"
+        )
+    else:
+        who = "root: every file" if os.geteuid() == 0 else f"uid {os.geteuid()} can read"
+        lines.append(
+            "reads: NOT restricted (this kernel lacks Landlock): the program can read what "
+            f"the grader's user can ({who})"
+        )
+    if "landlock" in layers:
+        lines.append("writes: only beneath the working directory (Landlock)")
+    else:
+        lines.append("writes: NOT restricted by Landlock: bounded by file permissions only")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(_describe())
+    print(describe_protections())

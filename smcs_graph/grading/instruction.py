@@ -21,7 +21,7 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
-from smcs_graph.graders import Verdict
+from smcs_graph.grading import Verdict
 from smcs_graph.questions import QuestionRecord
 
 _lock = threading.Lock()

@@ -32,12 +32,12 @@ Grader = Callable[[QuestionRecord, str], Verdict]
 
 # family -> "module:function" of a built-in grader, imported on first use.
 _BUILT_IN = {
-    "multiple_choice": "smcs_graph.graders.multiple_choice:grade_multiple_choice",
-    "math": "smcs_graph.graders.math_answer:grade_math",
-    "numeric": "smcs_graph.graders.numeric:grade_numeric",
-    "code": "smcs_graph.graders.code:grade_code",
-    "instruction": "smcs_graph.graders.instruction:grade_instruction",
-    "reasoning_gym": "smcs_graph.graders.reasoning_gym:grade_reasoning_gym",
+    "multiple_choice": "smcs_graph.grading.multiple_choice:grade_multiple_choice",
+    "math": "smcs_graph.grading.math_answer:grade_math",
+    "numeric": "smcs_graph.grading.numeric:grade_numeric",
+    "code": "smcs_graph.grading.code:grade_code",
+    "instruction": "smcs_graph.grading.instruction:grade_instruction",
+    "reasoning_gym": "smcs_graph.grading.reasoning_gym:grade_reasoning_gym",
 }
 _registry: dict[str, Grader] = {}
 _lock = threading.Lock()
@@ -73,7 +73,7 @@ def get_grader(family: str) -> Grader:
         raise KeyError(
             f"no grader for question family {family!r}; known families: "
             f"{', '.join(known_families())}. Register one with "
-            "smcs_graph.graders.register_grader(family, callable)."
+            "smcs_graph.grading.register_grader(family, callable)."
         )
     return grader
 

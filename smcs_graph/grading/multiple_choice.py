@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from smcs_graph.graders import Verdict
+from smcs_graph.grading import Verdict
 from smcs_graph.questions import LETTERS, QuestionRecord
 
 # "The answer is (C)", "answer: C", "Final answer: **C**", "the correct option is [c]" ...

@@ -13,7 +13,7 @@ import re
 import threading
 from typing import Any
 
-from smcs_graph.graders import Verdict
+from smcs_graph.grading import Verdict
 from smcs_graph.questions import QuestionRecord
 
 __all__ = [
