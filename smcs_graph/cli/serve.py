@@ -1,4 +1,4 @@
-"""`smcs serve`: the OpenAI-compatible HTTP server over SMCS (see smcs_graph/server.py)."""
+"""`smcs serve`: the OpenAI-compatible HTTP server over SMCS (see smcs_graph/server/)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,16 @@ def register(commands: Any) -> None:
         help="largest request body accepted; larger ones get 413 (default 1 MiB)",
     )
     parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help=(
+            "cancel a run that has taken this long once it got a slot; its client gets 504 "
+            "(default 600)"
+        ),
+    )
+    parser.add_argument(
         "--shutdown-timeout",
         type=int,
         default=30,
@@ -109,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
+        run_timeout_s=args.run_timeout,
     )
     raw, config = run_settings(args)
     pool = load_pool(args, raw)

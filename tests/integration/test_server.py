@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KEY = "integration-secret"
 KEY_ENV = "SMCS_TEST_SERVER_KEY"
 WEATHER = "What is the weather like in Paris today?"
+ASK_BODY = {"model": "smcs", "messages": [{"role": "user", "content": "What is 2 plus 2?"}]}
 
 # alpha knows math, beta geography, toolsmith always calls the weather tool (weather questions).
 FAKE_POOL = """
@@ -362,3 +364,85 @@ def test_serve_over_the_real_local_models(local_servers: dict[str, str], tmp_pat
     assert completion.usage and completion.usage.total_tokens == sum(
         c["total_tokens"] for c in trace["calls"]
     )
+
+
+HUNG_POOL = """
+models:
+  - {{name: alpha, base_url: "http://127.0.0.1:{port}/v1", timeout_s: 600}}
+  - {{name: beta, base_url: "http://127.0.0.1:{port}/v1", timeout_s: 600}}
+smcs: {{k: 2, n_aggregations: 2, n_sup_base: 3, seed: 0}}
+"""
+
+
+class _Hang(socketserver.BaseRequestHandler):
+    """Reads the request, then never answers (until the test ends)."""
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+        self.server.release.wait()  # type: ignore[attr-defined]
+
+
+@contextmanager
+def hung_endpoint() -> Iterator[int]:
+    """A threaded HTTP endpoint on 127.0.0.1 that accepts every call and never answers."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Hang)
+    server.daemon_threads = True
+    server.release = threading.Event()  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.release.set()  # type: ignore[attr-defined]
+        server.shutdown()
+        server.server_close()
+
+
+def open_and_abandon(base_url: str) -> socket.socket:
+    """A completion request on a raw connection, left open; close it to leave."""
+    host, port = base_url.removeprefix("http://").split("/")[0].split(":")
+    body = httpx.Request("POST", "http://x", json={"model": "smcs", "messages": question()})
+    payload = body.read()
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    return sock
+
+
+def wait_for_health(server: Server, running: int, queued: int, within_s: float) -> dict[str, Any]:
+    url = server.base_url.removesuffix("/v1") + "/health"
+    deadline = time.monotonic() + within_s
+    while True:
+        health = httpx.get(url).json()
+        if (health["running"], health["queued"]) == (running, queued):
+            return health
+        assert time.monotonic() < deadline, f"stuck at {health}"
+        time.sleep(0.05)
+
+
+def test_clients_that_disconnect_free_their_slots(tmp_path: Path, fake_bank: Path) -> None:
+    """Every model hangs (a loopback endpoint that never answers, 600 s timeouts, 600 s run
+    deadline): four clients take every place and hang up; their runs are cancelled within
+    seconds, /health says so, and a fifth request is admitted, not refused."""
+    with hung_endpoint() as port:
+        pool = tmp_path / "pool.yaml"
+        pool.write_text(HUNG_POOL.format(port=port))
+        args = ("--max-concurrency", "2", "--max-queue", "2", "--run-timeout", "600")
+        with running_server(pool, fake_bank, tmp_path / "server.log", *args) as server:
+            clients = [open_and_abandon(server.base_url) for _ in range(4)]
+            full = wait_for_health(server, running=2, queued=2, within_s=30)
+            assert full["status"] == "full"
+            refused = httpx.post(f"{server.base_url}/chat/completions", json=ASK_BODY)
+            assert refused.status_code == 429
+            for sock in clients:
+                sock.close()
+            assert wait_for_health(server, 0, 0, within_s=10)["status"] == "ok"
+
+            fifth = open_and_abandon(server.base_url)
+            busy = wait_for_health(server, running=1, queued=0, within_s=10)
+            assert busy["status"] == "ok"  # one of two slots taken
+            fifth.close()
+            wait_for_health(server, 0, 0, within_s=10)
+            assert server.process.poll() is None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -13,13 +14,22 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from pydantic import PrivateAttr
 from starlette.testclient import TestClient
 
-from smcs_graph import ConfigError, SMCSChatModel, SMCSConfig
+from smcs_graph import (
+    ConfigError,
+    InvalidQuestionError,
+    PerplexityUnavailableWarning,
+    SMCSChatModel,
+    SMCSConfig,
+    SMCSError,
+)
 from smcs_graph.cli import main
-from smcs_graph.server import ServerSettings, create_app
+from smcs_graph.server import APIError, ServerSettings, create_app
+from smcs_graph.server.admission import Admission
 from smcs_graph.testing import FakeChatModel
 from tests.unit.conftest import make_pool
 
-pytestmark = pytest.mark.filterwarnings("ignore::smcs_graph.PerplexityUnavailableWarning")
+# The fakes return logprobs: a perplexity warning is an error, except where a test expects it.
+pytestmark = pytest.mark.filterwarnings("error::smcs_graph.PerplexityUnavailableWarning")
 
 FAST = SMCSConfig(k=3, n_aggregations=3, n_sup_base=4, seed=1)
 KEY = "test-key"
@@ -67,6 +77,7 @@ def test_health_is_open_and_models_need_the_key(client) -> None:
         "pool": ["mathy", "histo", "weak"],
         "running": 0,
         "queued": 0,
+        "capacity": {"running": 8, "queued": 64},
     }
     assert_openai_error(client.get("/v1/models"), 401, "invalid_api_key")
     models = client.get("/v1/models", headers=AUTH).json()
@@ -287,7 +298,9 @@ def tool_client(bank, embedder) -> Iterator[tuple[TestClient, FakeChatModel]]:
 def test_tools_reach_the_aggregator_and_tool_calls_come_back(tool_client) -> None:
     http, aggregator = tool_client
     body = {**ASK, "tools": [WEATHER_TOOL], "tool_choice": "auto"}
-    response = http.post("/v1/chat/completions", json=body).json()
+    # tool-call candidates have no text, so no logprobs: SMCS says so and scores by similarity
+    with pytest.warns(PerplexityUnavailableWarning, match="tool calls"):
+        response = http.post("/v1/chat/completions", json=body).json()
     (choice,) = response["choices"]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
@@ -301,7 +314,8 @@ def test_tools_reach_the_aggregator_and_tool_calls_come_back(tool_client) -> Non
     aggregations = [c for c in aggregator.calls if c["kwargs"].get("tools")]
     assert aggregations and aggregations[0]["kwargs"]["tools"] == [WEATHER_TOOL]
 
-    streamed = sse_events(http.post("/v1/chat/completions", json={**body, "stream": True}).text)
+    with pytest.warns(PerplexityUnavailableWarning, match="tool calls"):
+        streamed = sse_events(http.post("/v1/chat/completions", json={**body, "stream": True}).text)
     deltas = [c["choices"][0]["delta"] for c in streamed[:-1] if c["choices"]]
     calls = [d["tool_calls"] for d in deltas if "tool_calls" in d]
     assert calls == [[{"index": 0, **choice["message"]["tool_calls"][0]}]]
@@ -384,6 +398,8 @@ def test_server_settings_are_validated() -> None:
         ServerSettings(max_concurrency=0)
     with pytest.raises(ConfigError, match="api_key"):
         ServerSettings(api_key=" ")
+    with pytest.raises(ConfigError, match="run_timeout_s must be > 0"):
+        ServerSettings(run_timeout_s=0)
 
 
 def test_serve_command_errors_before_serving(tmp_path, monkeypatch, capsys) -> None:
@@ -397,5 +413,191 @@ def test_serve_command_errors_before_serving(tmp_path, monkeypatch, capsys) -> N
     assert main([*args, "--api-key-env", "SMCS_TEST_KEY"]) == 2
     assert "SMCS_TEST_KEY" in capsys.readouterr().err
     assert main([*args, "--max-concurrency", "0"]) == 2
+    assert main([*args, "--run-timeout", "0"]) == 2
     assert main(args) == 1
     assert "no question bank" in capsys.readouterr().err
+
+
+# --- faults: abandoned runs, the deadline, saturation, client errors (issue 12) ---------------
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """`app` under a real uvicorn on 127.0.0.1 (a free port), in this event loop: clients that
+    close their connection are seen as disconnects, as in production."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        server.force_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def open_and_abandon(base_url: str, body: dict[str, Any]) -> asyncio.StreamWriter:
+    """Send a completion request on a raw connection and leave it open (close it to leave)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    _, writer = await asyncio.open_connection(host, int(port))
+    payload = json.dumps(body).encode()
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    await writer.drain()
+    return writer
+
+
+async def wait_for_health(http: httpx.AsyncClient, running: int, queued: int) -> dict[str, Any]:
+    """/health once it shows `running` and `queued` runs; fails after 5 s."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        health = (await http.get("/health")).json()
+        if (health["running"], health["queued"]) == (running, queued):
+            return health
+        assert asyncio.get_running_loop().time() < deadline, f"stuck at {health}"
+        await asyncio.sleep(0.02)
+
+
+def gated_model(bank: Any, embedder: Any) -> tuple[SMCSChatModel, GatedModel]:
+    gated = GatedModel(responses=["The answer is 42."])
+    pool = make_pool(mathy=gated)
+    return SMCSChatModel(pool=pool, bank=bank, embedder=embedder, config=FAST.replace(k=1)), gated
+
+
+async def test_clients_that_leave_free_their_slots(bank, embedder) -> None:
+    """Four clients (three plain, one streamed) fill every place while the model hangs, then
+    hang up: their runs are cancelled and a fifth request is admitted, not refused."""
+    model, gated = gated_model(bank, embedder)
+    app = create_app(model, ServerSettings(max_concurrency=2, max_queue=2))
+    async with serving(app) as base_url, httpx.AsyncClient(base_url=base_url) as http:
+        bodies = [ASK, ASK, ASK, {**ASK, "stream": True}]
+        clients = [await open_and_abandon(base_url, body) for body in bodies]
+        await wait_for_health(http, running=2, queued=2)
+        assert_openai_error(await http.post("/v1/chat/completions", json=ASK), 429)
+        for writer in clients:
+            writer.close()
+            await writer.wait_closed()
+        health = await wait_for_health(http, running=0, queued=0)
+        assert health["status"] == "ok"
+        fifth = asyncio.create_task(http.post("/v1/chat/completions", json=ASK))
+        await wait_for_health(http, running=1, queued=0)
+        gated.open_gate()
+        assert (await fifth).status_code == 200
+        # Only the fifth run called the model (1 referencer + 3 aggregations): the abandoned
+        # runs were cancelled while they waited, not left to go on once the model answered.
+        assert len(gated.calls) == 1 + 3
+
+
+async def test_admission_releases_each_place_once_however_the_run_ends() -> None:
+    admission = Admission(max_concurrency=1, max_queue=1, run_timeout_s=60)
+    never = asyncio.Event()
+    unstarted = admission.start(never.wait)
+    unstarted.cancel()  # before its first step: its coroutine never runs
+    await asyncio.wait({unstarted})
+    assert (admission.admitted, admission.running) == (0, 0)
+
+    running = admission.start(never.wait)
+    queued = admission.start(never.wait)
+    while admission.running < 1:
+        await asyncio.sleep(0)
+    with pytest.raises(APIError):
+        admission.start(never.wait)
+    queued.cancel()
+    await asyncio.wait({queued})
+    assert (admission.admitted, admission.running) == (1, 1)
+    running.cancel()
+    await asyncio.wait({running})
+    assert (admission.admitted, admission.running) == (0, 0)
+
+    async def fail() -> None:
+        raise ValueError("boom")
+
+    assert await admission.start(lambda: asyncio.sleep(0, "done")) == "done"
+    with pytest.raises(ValueError, match="boom"):
+        await admission.start(fail)
+    assert (admission.admitted, admission.running) == (0, 0)
+
+
+async def test_a_run_past_the_deadline_gets_504(bank, embedder) -> None:
+    model, _ = gated_model(bank, embedder)
+    app = create_app(model, ServerSettings(run_timeout_s=0.3))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        error = assert_openai_error(await http.post("/v1/chat/completions", json=ASK), 504)
+        assert error["code"] == "run_timeout" and error["type"] == "server_error"
+        assert "0.3 s" in error["message"] and "deadline" in error["message"]
+        streamed = await http.post("/v1/chat/completions", json={**ASK, "stream": True})
+        events = sse_events(streamed.text)
+        assert events[-2]["error"]["code"] == "run_timeout" and events[-1] == "[DONE]"
+        health = (await http.get("/health")).json()
+        assert (health["status"], health["running"], health["queued"]) == ("ok", 0, 0)
+
+
+async def test_health_reports_saturation_then_ok(bank, embedder) -> None:
+    """No free slot: 200 "saturated" (requests still queue); no place at all: 503 "full"."""
+    model, gated = gated_model(bank, embedder)
+    app = create_app(model, ServerSettings(max_concurrency=1, max_queue=1))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        idle = await http.get("/health")
+        assert idle.status_code == 200 and idle.json()["status"] == "ok"
+        assert idle.json()["capacity"] == {"running": 1, "queued": 1}
+        first = asyncio.create_task(http.post("/v1/chat/completions", json=ASK))
+        busy = await wait_for_health(http, running=1, queued=0)
+        assert busy["status"] == "saturated"
+        assert (await http.get("/health")).status_code == 200
+        second = asyncio.create_task(http.post("/v1/chat/completions", json=ASK))
+        full = await wait_for_health(http, running=1, queued=1)
+        assert full["status"] == "full"
+        assert (await http.get("/health")).status_code == 503
+        gated.open_gate()
+        assert (await first).status_code == 200 and (await second).status_code == 200
+        after = await http.get("/health")
+        assert after.status_code == 200 and after.json()["status"] == "ok"
+
+
+def test_deeply_nested_json_is_400_not_500(client) -> None:
+    nested = client.post("/v1/chat/completions", content=b"[" * 100_000, headers=AUTH)
+    assert "nested" in assert_openai_error(nested, 400, "invalid_json")["message"]
+    deep = {
+        "model": "smcs",
+        "messages": ASK["messages"],
+        "metadata": json.loads("[" * 500 + "]" * 500),
+    }
+    assert (
+        "nested"
+        in assert_openai_error(client.post("/v1/chat/completions", json=deep, headers=AUTH), 400)[
+            "message"
+        ]
+    )
+
+
+def test_nested_tool_call_arguments_are_400_not_500(client) -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[" * 100_000}}
+    messages = [*ASK["messages"], {"role": "assistant", "content": None, "tool_calls": [call]}]
+    response = client.post(
+        "/v1/chat/completions", json={"model": "smcs", "messages": messages}, headers=AUTH
+    )
+    assert assert_openai_error(response, 400)["param"] == "messages[1].tool_calls[0]"
+
+
+def test_a_bad_question_found_inside_the_run_is_400_not_502(model, monkeypatch) -> None:
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        try:
+            raise InvalidQuestionError("the question has no text a model can read")
+        except InvalidQuestionError as exc:
+            raise SMCSError("every referencer failed") from exc
+
+    monkeypatch.setattr(SMCSChatModel, "_agenerate", refuse)
+    with TestClient(create_app(model)) as http:
+        error = assert_openai_error(http.post("/v1/chat/completions", json=ASK), 400)
+        assert error["param"] == "messages" and "no text" in error["message"]
