@@ -6,9 +6,9 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from smcs_graph.core import PriorRule
+from smcs_graph.config import PriorRule, SupportRule
 from smcs_graph.errors import BankError, ConfigError
 
 
@@ -102,13 +102,13 @@ def register(commands: Any) -> None:
     split.add_argument("--gamma", type=float, default=0.95, help="support slack (default 0.95)")
     split.add_argument(
         "--support-rule",
-        choices=("paper", "authors"),
+        choices=get_args(SupportRule),
         default="paper",
         help="eq. 3 as in the paper ('>=' the N-th largest) or the authors' code",
     )
     split.add_argument(
         "--rule",
-        choices=("paper", "shrunk", "hier", "both", "all"),
+        choices=(*get_args(PriorRule), "both", "all"),
         default="all",
         help="RPS prior rule(s) to score: the paper's eq. 4, the shrunk rule, the hier rule, "
         "both paper and shrunk, or all three (default)",
@@ -149,7 +149,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smcs_graph.cli import EXIT_FAILED, EXIT_OK
-    from smcs_graph.evaluation import (
+    from smcs_graph.offline.evaluation import (
         ReplaySettings,
         render_json,
         render_markdown,
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
     named: dict[str, tuple[PriorRule, ...]] = {
         "both": ("paper", "shrunk"),
-        "all": ("paper", "shrunk", "hier"),
+        "all": get_args(PriorRule),
     }
     rules = named.get(args.rule, (args.rule,))
     try:
@@ -220,7 +220,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     import numpy as np
 
     from smcs_graph.embedder import default_embedder
-    from smcs_graph.evaluation import (
+    from smcs_graph.offline.evaluation import (
         ReplayData,
         benchmarks_dir,
         cached_embeddings,
@@ -231,7 +231,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.bank is not None:
         if args.questions is not None or args.matrix is not None:
             raise ConfigError("give either --bank or --questions/--matrix, not both")
-        from smcs_graph.bank import DEFAULT_NAME, QuestionBank
+        from smcs_graph.bank.store import DEFAULT_NAME, QuestionBank
 
         bank = QuestionBank.open(
             args.bank, default_embedder(), name=args.bank_name or DEFAULT_NAME, create=False

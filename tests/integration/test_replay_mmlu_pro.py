@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from smcs_graph.embedder import default_embedder
-from smcs_graph.evaluation import (
+from smcs_graph.offline.evaluation import (
     ReplayData,
     ReplaySettings,
     benchmarks_dir,

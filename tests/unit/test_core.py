@@ -398,7 +398,7 @@ class TestPairwiseRankingScore:
                         pairs += 1
                         wins += priors[q, j] > priors[q, k]
                         half += 0.5 * (priors[q, j] == priors[q, k])
-        monkeypatch.setattr(core, "_CHUNK_ELEMENTS", 60)  # 2 questions per chunk
+        monkeypatch.setattr(core.ranking, "_CHUNK_ELEMENTS", 60)  # 2 questions per chunk
         assert pairwise_ranking_score(priors, correct, measured) == pytest.approx(wins / pairs)
         assert pairwise_ranking_score(priors, correct, measured, ties="half") == pytest.approx(
             (wins + half) / pairs
