@@ -35,10 +35,11 @@ from smcs_graph.bank import QuestionBank
 from smcs_graph.config import SMCSConfig
 from smcs_graph.embedder import Embedder
 from smcs_graph.errors import ConfigError
-from smcs_graph.graph import build_graph
-from smcs_graph.pool import Pool
+from smcs_graph.graph import build_graph, runnable_config
+from smcs_graph.models import Pool
+from smcs_graph.nodes import cancel_calls_on_interrupt
 
-_CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(SMCSConfig))
+_SETTING_FIELDS = frozenset(f.name for f in dataclasses.fields(SMCSConfig))
 
 
 class SMCSChatModel(BaseChatModel):
@@ -56,6 +57,7 @@ class SMCSChatModel(BaseChatModel):
     bank: QuestionBank
     embedder: Embedder | None = None
     config: SMCSConfig = Field(default_factory=SMCSConfig)
+    """The model's default settings (`settings=` is accepted as an alias)."""
 
     _graph: CompiledStateGraph[Any, Any, Any, Any] | None = PrivateAttr(default=None)
 
@@ -63,10 +65,15 @@ class SMCSChatModel(BaseChatModel):
     @classmethod
     def _lift_config_fields(cls, values: Any) -> Any:
         """`SMCSChatModel(pool=..., bank=..., temperature=0, max_tokens=100)`: SMCSConfig fields
-        given as constructor keywords (as LangChain's standard parameters are) go into `config`."""
+        given as constructor keywords (as LangChain's standard parameters are) go into `config`;
+        so does `settings=`, the package's name for an SMCSConfig value."""
         if not isinstance(values, dict):
             return values
-        lifted = {k: values[k] for k in values if k in _CONFIG_FIELDS}
+        if "settings" in values:
+            if "config" in values:
+                raise ConfigError("give SMCSChatModel settings= or config=, not both")
+            values = {("config" if k == "settings" else k): v for k, v in values.items()}
+        lifted = {k: values[k] for k in values if k in _SETTING_FIELDS}
         if not lifted:
             return values
         rest = {k: v for k, v in values.items() if k not in lifted}
@@ -76,6 +83,11 @@ class SMCSChatModel(BaseChatModel):
         else:
             rest["config"] = SMCSConfig.from_mapping({**(base or {}), **lifted})
         return rest
+
+    @property
+    def settings(self) -> SMCSConfig:
+        """The model's default settings (the `config` field)."""
+        return self.config
 
     @property
     def _llm_type(self) -> str:
@@ -113,24 +125,21 @@ class SMCSChatModel(BaseChatModel):
     ) -> tuple[dict[str, Any], SMCSConfig]:
         tools = kwargs.pop("tools", None) or []
         tool_choice = kwargs.pop("tool_choice", None)
-        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _CONFIG_FIELDS}
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in _SETTING_FIELDS}
         unknown = [k for k in kwargs if not k.startswith("ls_")]
         if unknown:
             raise ConfigError(
                 f"SMCSChatModel got unknown keyword argument(s) {unknown}; it accepts tools, "
-                f"tool_choice, stop and SMCSConfig fields ({', '.join(sorted(_CONFIG_FIELDS))})"
+                f"tool_choice, stop and SMCSConfig fields ({', '.join(sorted(_SETTING_FIELDS))})"
             )
         retrieval_query(messages)  # reject empty or non-text input before any model call
-        config = self.config.replace(**overrides) if overrides else self.config
+        settings = self.config.replace(**overrides) if overrides else self.config
         state = {"messages": messages, "tools": tools, "tool_choice": tool_choice}
-        return state, config
+        return state, settings
 
-    def _run_config(self, config: SMCSConfig, callbacks: Any) -> RunnableConfig:
-        return {
-            "callbacks": callbacks,
-            "max_concurrency": config.max_concurrency,
-            "tags": ["nostream", "smcs"],
-        }
+    @staticmethod
+    def _run_config(settings: SMCSConfig, callbacks: Any) -> RunnableConfig:
+        return runnable_config(settings, callbacks=callbacks, tags=["nostream", "smcs"])
 
     @staticmethod
     def _result(output: dict[str, Any], stop: list[str] | None) -> ChatResult:
@@ -151,9 +160,12 @@ class SMCSChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        state, config = self._prepare(messages, kwargs)
+        state, settings = self._prepare(messages, kwargs)
         callbacks = _child_callbacks(run_manager)
-        output = self.graph.invoke(state, self._run_config(config, callbacks), context=config)
+        with cancel_calls_on_interrupt():  # Ctrl-C ends the run now, not at its calls' deadlines
+            output = self.graph.invoke(
+                state, self._run_config(settings, callbacks), context=settings
+            )
         return self._result(output, stop)
 
     async def _agenerate(
@@ -163,10 +175,10 @@ class SMCSChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        state, config = self._prepare(messages, kwargs)
+        state, settings = self._prepare(messages, kwargs)
         callbacks = _child_callbacks(run_manager)
         output = await self.graph.ainvoke(
-            state, self._run_config(config, callbacks), context=config
+            state, self._run_config(settings, callbacks), context=settings
         )
         return self._result(output, stop)
 

@@ -2,12 +2,26 @@
 
 `SMCSConfig` is the graph's context schema: LangGraph passes it to every node as
 `runtime.context`, and LangGraph Studio shows each field's description.
+
+Each setting's allowed values are declared here once: a `Literal` type for the named modes
+(`choices(name)` lists them for the CLI) and bounds in the field's metadata (`ge`, `gt`,
+`le`), from which `SMCSConfig` validates and phrases its errors. Settings that size a run's
+work (calls, tokens, seconds) have upper bounds too, far above any real use, so that a typo
+such as `n_aggregations=1000` is an error rather than a thousand model calls.
+
+Names: an `SMCSConfig` value is called `settings` everywhere in the code; `config` means
+LangGraph's `RunnableConfig` (callbacks, tags, `max_concurrency`) and nothing else. Public
+keywords that predate this rule (`build_graph(config=...)`, `SMCSChatModel(config=...)`) keep
+their names.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -18,10 +32,21 @@ DropMode = Literal["paper", "authors"]
 SimilarityMode = Literal["paper", "authors"]
 SupportRule = Literal["paper", "authors"]
 PriorRule = Literal["paper", "shrunk", "hier"]
+"""How priors are formed: "paper" (eq. 4), "shrunk" or "hier" (rules beyond the paper)."""
 
 
-def _describe(text: str) -> dict[str, str]:
-    return {"description": text}
+def _describe(
+    text: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    noun: str | None = None,
+) -> dict[str, Any]:
+    """Field metadata: the description Studio shows, and the bounds `SMCSConfig` enforces
+    (`ge` >=, `gt` >, `le` <=; `noun` names the kind in errors)."""
+    bounds = {"ge": ge, "gt": gt, "le": le, "noun": noun}
+    return {"description": text, **{k: v for k, v in bounds.items() if v is not None}}
 
 
 @dataclass(kw_only=True)
@@ -31,19 +56,27 @@ class SMCSConfig:
     k: int = field(
         default=7,
         metadata=_describe(
-            "Number of referencers (top-K models by prior). Capped at the pool size; the trace "
-            "notes when the cap applied."
+            "Number of referencers (top-K models by prior), at most 256 (pools have tens of "
+            "models). Capped at the pool size, less the models the circuit breaker passes "
+            "over; the trace notes when the cap applied.",
+            ge=1,
+            le=256,
         ),
     )
     n_sup_base: int = field(
         default=400,
         metadata=_describe(
-            "N_sup_base: the rank whose similarity, times gamma, is the support-set threshold."
+            "N_sup_base: the rank whose similarity, times gamma, is the support-set threshold; "
+            "at most 10,000,000 (a bank larger than any built).",
+            ge=1,
+            le=10_000_000,
         ),
     )
     gamma: float = field(
         default=0.95,
-        metadata=_describe("Support-set slack in (0, 1]: keep questions with S >= gamma * S_(N)."),
+        metadata=_describe(
+            "Support-set slack in (0, 1]: keep questions with S >= gamma * S_(N).", gt=0, le=1
+        ),
     )
     weighted_prior: bool = field(
         default=True,
@@ -65,81 +98,146 @@ class SMCSConfig:
     )
     shrink_strength: float = field(
         default=10.0,
-        metadata=_describe("'shrunk' rule: pseudo-count pulling local accuracy to the global one."),
+        metadata=_describe(
+            "'shrunk' rule: pseudo-count pulling local accuracy to the global one.", ge=0
+        ),
     )
     shrink_temperature: float | None = field(
         default=0.1,
         metadata=_describe(
-            "'shrunk' rule: support weights exp((S - max S) / T); unset: weights max(S, 0)."
+            "'shrunk' rule: support weights exp((S - max S) / T); unset: weights max(S, 0).", gt=0
         ),
     )
     hier_strength: float = field(
         default=0.5,
         metadata=_describe(
             "'hier' rule: pseudo-count pulling local accuracy to the inferred-category one "
-            "(in kernel units: a support question identical to the query weighs 1)."
+            "(in kernel units: a support question identical to the query weighs 1).",
+            ge=0,
         ),
     )
     hier_temperature: float = field(
         default=0.1,
-        metadata=_describe("'hier' rule: support weights exp(-(1 - S) / T)."),
+        metadata=_describe("'hier' rule: support weights exp(-(1 - S) / T).", gt=0),
     )
     hier_category_temperature: float = field(
         default=0.05,
         metadata=_describe(
             "'hier' rule: the query's category shares are a vote of its support questions' "
-            "categories with weights exp((S - max S) / T)."
+            "categories with weights exp((S - max S) / T).",
+            gt=0,
         ),
     )
     hier_category_strength: float = field(
         default=10.0,
         metadata=_describe(
             "'hier' rule: pseudo-count (in questions) pulling each category's accuracy to the "
-            "bank-wide one."
+            "bank-wide one.",
+            ge=0,
         ),
     )
     k_drop: int = field(
         default=1,
-        metadata=_describe("References dropped from each aggregation subset (prior drop)."),
+        metadata=_describe(
+            "References dropped from each aggregation subset (prior drop); below k.",
+            ge=0,
+            le=255,
+        ),
     )
     n_aggregations: int = field(
         default=8,
-        metadata=_describe("n: number of prior-drop subsets, each fused by the aggregator."),
+        metadata=_describe(
+            "n: number of prior-drop subsets, each fused by the aggregator: a model call each, "
+            "so at most 64 (the paper uses 8; past a few dozen the candidates repeat).",
+            ge=1,
+            le=64,
+        ),
     )
     lam: float = field(
         default=1.0,
-        metadata=_describe("lambda: weight of the perplexity term in the hybrid score (eq. 7)."),
+        metadata=_describe(
+            "lambda: weight of the perplexity term in the hybrid score (eq. 7).", ge=0
+        ),
     )
     temperature: float = field(
-        default=0.7, metadata=_describe("Sampling temperature of referencers and aggregator.")
+        default=0.7,
+        metadata=_describe("Sampling temperature of referencers and aggregator.", ge=0),
     )
     presence_penalty: float = field(
         default=1.05, metadata=_describe("Presence penalty sent with every generation request.")
     )
     max_tokens: int = field(
-        default=8192, metadata=_describe("Maximum output tokens per generation.")
+        default=8192,
+        metadata=_describe(
+            "Maximum output tokens per generation, at most 1,000,000 (above the largest "
+            "context windows' output limits).",
+            ge=1,
+            le=1_000_000,
+        ),
     )
     aggregator: str | None = field(
         default=None,
         metadata=_describe(
-            "Name of the pool model that fuses the references. Unset: the model with the "
-            "highest prior on this question's support set."
+            "Name of the pool model that fuses the references; a fixed aggregator is never "
+            "replaced by another model. Unset: the model with the highest prior on this "
+            "question's support set, and if its aggregations all fail, the next referencer by "
+            "prior (skipping any that failed in this run).",
+            noun="a model name",
         ),
     )
     min_referencers: int = field(
         default=1,
         metadata=_describe(
             "Quorum: referencers that must answer for the run to go on; failed ones are left "
-            "out and named in the trace."
+            "out and named in the trace (at most 256, as k).",
+            ge=1,
+            le=256,
         ),
     )
     referencer_timeout_s: float | None = field(
         default=None,
-        metadata=_describe("Per-call timeout for referencers in seconds (unset: none)."),
+        metadata=_describe(
+            "Deadline of each referencer call in seconds, every retry included, at most 86,400 "
+            "(a day). Unset: the pool entry's timeout_s (600 s by default) alone; set, the "
+            "shorter of the two.",
+            gt=0,
+            le=86_400,
+        ),
     )
     aggregation_timeout_s: float | None = field(
         default=None,
-        metadata=_describe("Per-call timeout for aggregations in seconds (unset: none)."),
+        metadata=_describe(
+            "Deadline of each aggregation call in seconds, as referencer_timeout_s.",
+            gt=0,
+            le=86_400,
+        ),
+    )
+    require_fusion: bool = field(
+        default=False,
+        metadata=_describe(
+            "True: a run whose aggregations all fail (every aggregator candidate tried) fails, "
+            "naming every failure. False: it answers with the top-prior reference and says so "
+            "in the trace ('fallback')."
+        ),
+    )
+    breaker_cooldown_s: float = field(
+        default=60.0,
+        metadata=_describe(
+            "Circuit breaker: seconds for which a pool model whose last calls failed is passed "
+            "over when referencers and the aggregator are chosen; the trace names it and why "
+            "('skipped'). Per pool model, shared by the runs of this process. 0: never pass "
+            "over. At most 86,400 (a day).",
+            ge=0,
+            le=86_400,
+        ),
+    )
+    breaker_failures: int = field(
+        default=1,
+        metadata=_describe(
+            "Circuit breaker: consecutive failed calls of a model that open it (at most 1000).",
+            ge=1,
+            le=1000,
+        ),
     )
     seed: int | None = field(
         default=None,
@@ -170,7 +268,15 @@ class SMCSConfig:
     )
     max_concurrency: int = field(
         default=64,
-        metadata=_describe("Upper bound on model calls running at once within one run."),
+        metadata=_describe(
+            "Upper bound on model calls running at once within one run: LangGraph's "
+            "`max_concurrency` for every run that SMCSChatModel, the consult tool, `smcs ask` "
+            "and `smcs serve` start. A run started with `graph.invoke` takes it from that "
+            'call\'s RunnableConfig instead (`graph.invoke(inp, {"max_concurrency": 64})`). '
+            "At most 4096.",
+            ge=1,
+            le=4096,
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -223,6 +329,33 @@ def context_schema(defaults: SMCSConfig) -> type[SMCSConfig]:
     return schema
 
 
+def choices(name: str) -> tuple[str, ...]:
+    """The allowed values of a named-mode setting (e.g. `choices("prior_rule")`), for CLIs."""
+    kind = _kinds().get(name)
+    if kind is None or kind[0] != "choice":
+        raise KeyError(f"{name!r} is not an SMCSConfig setting with named values")
+    return kind[1]
+
+
+@functools.cache
+def _kinds() -> dict[str, tuple[str, tuple[Any, ...], bool]]:
+    """Each field's kind from its annotation: ("choice", allowed values, optional) or
+    (type name, (), optional) with type name one of "int", "float", "bool", "str"."""
+    out: dict[str, tuple[str, tuple[Any, ...], bool]] = {}
+    for name, hint in typing.get_type_hints(SMCSConfig).items():
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and (
+            type(None) in args
+        )
+        if optional:
+            (hint,) = [a for a in args if a is not type(None)]
+        if typing.get_origin(hint) is Literal:
+            out[name] = ("choice", typing.get_args(hint), optional)
+        else:
+            out[name] = (hint.__name__, (), optional)
+    return out
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -231,61 +364,53 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _problems(cfg: SMCSConfig) -> list[str]:
-    out: list[str] = []
-    for name in (
-        "k",
-        "n_sup_base",
-        "n_aggregations",
-        "max_tokens",
-        "min_referencers",
-        "max_concurrency",
-    ):
-        value = getattr(cfg, name)
-        if not _is_int(value) or value < 1:
-            out.append(f"{name} must be an integer >= 1 (got {value!r})")
-    if not _is_int(cfg.k_drop) or cfg.k_drop < 0:
-        out.append(f"k_drop must be an integer >= 0 (got {cfg.k_drop!r})")
-    elif _is_int(cfg.k) and cfg.k_drop >= cfg.k and cfg.k > 1:
-        out.append(f"k_drop ({cfg.k_drop}) must be smaller than k ({cfg.k})")
-    if not _is_number(cfg.gamma) or not 0 < cfg.gamma <= 1:
-        out.append(f"gamma must be a number in (0, 1] (got {cfg.gamma!r})")
-    if not _is_number(cfg.lam) or cfg.lam < 0:
-        out.append(f"lam must be a number >= 0 (got {cfg.lam!r})")
-    if not _is_number(cfg.temperature) or cfg.temperature < 0:
-        out.append(f"temperature must be a number >= 0 (got {cfg.temperature!r})")
-    if not _is_number(cfg.presence_penalty):
-        out.append(f"presence_penalty must be a number (got {cfg.presence_penalty!r})")
-    for name in ("referencer_timeout_s", "aggregation_timeout_s"):
-        value = getattr(cfg, name)
-        if value is not None and (not _is_number(value) or value <= 0):
-            out.append(f"{name} must be a positive number of seconds or unset (got {value!r})")
-    if cfg.seed is not None and not _is_int(cfg.seed):
-        out.append(f"seed must be an integer or unset (got {cfg.seed!r})")
-    if cfg.aggregator is not None and (not isinstance(cfg.aggregator, str) or not cfg.aggregator):
-        out.append(f"aggregator must be a model name or unset (got {cfg.aggregator!r})")
-    if not _is_number(cfg.shrink_strength) or cfg.shrink_strength < 0:
-        out.append(f"shrink_strength must be a number >= 0 (got {cfg.shrink_strength!r})")
-    if cfg.shrink_temperature is not None and (
-        not _is_number(cfg.shrink_temperature) or cfg.shrink_temperature <= 0
-    ):
-        out.append(
-            f"shrink_temperature must be a number > 0 or unset (got {cfg.shrink_temperature!r})"
-        )
-    for name in ("hier_strength", "hier_category_strength"):
-        value = getattr(cfg, name)
-        if not _is_number(value) or value < 0:
-            out.append(f"{name} must be a number >= 0 (got {value!r})")
-    for name in ("hier_temperature", "hier_category_temperature"):
-        value = getattr(cfg, name)
-        if not _is_number(value) or value <= 0:
-            out.append(f"{name} must be a number > 0 (got {value!r})")
-    for name, allowed in (
-        ("prior_rule", ("paper", "shrunk", "hier")),
-        ("drop_mode", ("paper", "authors")),
-        ("similarity_mode", ("paper", "authors")),
-        ("support_rule", ("paper", "authors")),
-    ):
-        if getattr(cfg, name) not in allowed:
-            out.append(f"{name} must be one of {allowed} (got {getattr(cfg, name)!r})")
+def _fmt(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
+def _problem(name: str, value: Any, metadata: Mapping[str, Any]) -> str | None:
+    """What is wrong with one setting's value, from its declared kind and bounds (None: fine)."""
+    kind, allowed, optional = _kinds()[name]
+    if value is None and optional:
+        return None
+    unset = " or unset" if optional else ""
+    if kind == "choice":
+        if value in allowed:
+            return None
+        return f"{name} must be one of {allowed}{unset} (got {value!r})"
+    if kind == "bool":
+        return None if isinstance(value, bool) else f"{name} must be true or false (got {value!r})"
+    if kind == "str":
+        if isinstance(value, str) and value:
+            return None
+        return f"{name} must be {metadata.get('noun', 'a non-empty string')}{unset} (got {value!r})"
+    noun = "an integer" if kind == "int" else "a number"
+    low, gt, high = metadata.get("ge"), metadata.get("gt"), metadata.get("le")
+    if gt is not None and high is not None:
+        wanted = f" in ({_fmt(gt)}, {_fmt(high)}]"
+    elif low is not None and high is not None:  # lower bound first: it is the usual mistake
+        wanted = f" >= {_fmt(low)} and <= {_fmt(high)}"
+    elif gt is not None:
+        wanted = f" > {_fmt(gt)}"
+    elif low is not None:
+        wanted = f" >= {_fmt(low)}"
+    else:
+        wanted = ""
+    ok = (_is_int(value) if kind == "int" else _is_number(value)) and not (
+        (low is not None and value < low)
+        or (gt is not None and value <= gt)
+        or (high is not None and value > high)
+    )
+    return None if ok else f"{name} must be {noun}{wanted}{unset} (got {value!r})"
+
+
+def _problems(settings: SMCSConfig) -> list[str]:
+    out = [
+        problem
+        for f in dataclasses.fields(SMCSConfig)
+        if (problem := _problem(f.name, getattr(settings, f.name), f.metadata)) is not None
+    ]
+    k, k_drop = settings.k, settings.k_drop
+    if _is_int(k) and _is_int(k_drop) and k_drop >= k > 1:
+        out.append(f"k_drop ({k_drop}) must be smaller than k ({k})")
     return out

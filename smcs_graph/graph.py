@@ -3,27 +3,43 @@
 ```
 START -> select_priors --(Send x K)--> referencer -> drop_subsets --(Send x n)--> aggregate
       -> score -> END
+                  score --(Send x n, to the next aggregator, when no fusion came back)--> aggregate
 ```
 
 The graph is returned uncompiled, so the caller picks the checkpointer and store
 (`build_graph(...).compile()`). Run settings arrive as the graph's context (`SMCSConfig`);
-the pool, bank and embedder are bound when the graph is built.
+the pool, bank and embedder are bound when the graph is built. `runnable_config(settings)` is
+the LangGraph run config that the package's own surfaces start runs with.
+
+No node has a LangGraph `retry_policy` or `timeout`: both end in an exception that fails the
+run, while a referencer or aggregation that fails or times out must be recorded and left out
+(quorum), and `timeout` covers async nodes only. Model calls carry their own deadline, retries
+included, and are cancelled at it on both paths (`nodes/_deadline.py`). No `cache_policy`
+either: a repeat is never free (`select_priors` depends on the bank, which changes as results
+are recorded; the others call models).
 """
 
 from __future__ import annotations
 
+from langchain_core.callbacks import Callbacks
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
 
 from smcs_graph.bank import QuestionBank
 from smcs_graph.config import SMCSConfig, context_schema
 from smcs_graph.embedder import Embedder, default_embedder
-from smcs_graph.nodes._common import Services
-from smcs_graph.nodes.aggregate import make_aggregate
-from smcs_graph.nodes.drop_subsets import make_drop_subsets, send_aggregations
-from smcs_graph.nodes.referencer import make_referencer
-from smcs_graph.nodes.score import make_score
-from smcs_graph.nodes.select_priors import make_select_priors, send_referencers
-from smcs_graph.pool import Pool
+from smcs_graph.models import Pool
+from smcs_graph.nodes import (
+    Services,
+    make_aggregate,
+    make_drop_subsets,
+    make_referencer,
+    make_score,
+    make_select_priors,
+    send_aggregations,
+    send_referencers,
+)
 from smcs_graph.state import SMCSInput, SMCSOutput, SMCSState
 
 NODES = ("select_priors", "referencer", "drop_subsets", "aggregate", "score")
@@ -38,22 +54,24 @@ def build_graph(
     """The SMCS graph over `pool` and `bank`, uncompiled.
 
     `embedder` must be the one the bank was built with (default: the MiniLM embedder).
-    `config` is used for runs that pass no context; a run's `context=SMCSConfig(...)` (or a
-    mapping of its fields, as LangGraph's server sends) overrides it.
+    `config` (the graph's default settings; the keyword keeps its documented name) is used for
+    runs that pass no context; a run's `context=SMCSConfig(...)` (or a mapping of its fields,
+    as LangGraph's server sends) overrides it.
 
     Sync `invoke` runs parallel branches on a thread pool whose size is the run config's
-    `max_concurrency` (LangChain's default is small): pass `{"max_concurrency": 64}` so that K
-    referencers and n aggregations really run at once. `ainvoke` has no such limit.
+    `max_concurrency` (LangChain's default is small): pass `runnable_config(settings)` or
+    `{"max_concurrency": 64}` so that K referencers and n aggregations really run at once.
+    `ainvoke` has no such limit.
     """
     services = Services(
         pool=pool,
         bank=bank,
         embedder=embedder if embedder is not None else default_embedder(),
-        config=config if config is not None else SMCSConfig(),
+        settings=config if config is not None else SMCSConfig(),
     )
     builder = StateGraph(
         SMCSState,
-        context_schema=context_schema(services.config),
+        context_schema=context_schema(services.settings),
         input_schema=SMCSInput,
         output_schema=SMCSOutput,
     )
@@ -69,5 +87,23 @@ def build_graph(
     builder.add_edge("referencer", "drop_subsets")
     builder.add_conditional_edges("drop_subsets", send_aggregations, ["aggregate"])
     builder.add_edge("aggregate", "score")
-    builder.add_edge("score", END)
+    builder.add_conditional_edges("score", _route_after_score, ["aggregate", END])
     return builder
+
+
+def _route_after_score(state: SMCSState) -> list[Send] | str:
+    """After `score`: the subsets again, to the next aggregator, when it failed over; else END."""
+    return send_aggregations(state) if state.get("failing_over") else END
+
+
+def runnable_config(
+    settings: SMCSConfig, *, callbacks: Callbacks = None, tags: list[str] | None = None
+) -> RunnableConfig:
+    """The LangGraph run config of a run under `settings`: its `max_concurrency`, plus the
+    caller's callbacks and tags."""
+    config = RunnableConfig(max_concurrency=settings.max_concurrency)
+    if callbacks is not None:
+        config["callbacks"] = callbacks
+    if tags:
+        config["tags"] = list(tags)
+    return config

@@ -14,6 +14,10 @@ from langchain_core.messages import AIMessage, AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
+TRACE_DIGITS = 6
+"""Decimals of priors and scores in the trace (for people and JSON). The graph computes with
+full precision: state holds exact values and only the trace rounds."""
+
 
 class SupportExample(TypedDict):
     """A bank question in the support set (a few are kept for the trace)."""
@@ -24,6 +28,15 @@ class SupportExample(TypedDict):
     similarity: float
 
 
+class Skip(TypedDict):
+    """A model passed over: by the circuit breaker when referencers are chosen (stage
+    "select_priors"), or as an aggregator candidate (stage "aggregate")."""
+
+    model: str
+    stage: str
+    reason: str
+
+
 class Selection(TypedDict):
     """What Retrieval-based Prior Selection decided for this question."""
 
@@ -32,12 +45,17 @@ class Selection(TypedDict):
     support_size: int
     threshold: float
     priors: dict[str, float]
+    """Every pool model's prior, at full precision (prior drop samples from these)."""
     referencers: list[str]
     aggregator: str
+    aggregators: list[str]
+    """Aggregator candidates in failover order: the fixed aggregator alone, else the
+    referencers by prior."""
     k_requested: int
     k_used: int
     support_examples: list[SupportExample]
     notes: list[str]
+    skipped: list[Skip]
 
 
 class Reference(TypedDict):
@@ -53,6 +71,7 @@ class Candidate(TypedDict):
 
     index: int
     subset: list[str]
+    aggregator: str
     message: AIMessage
     logprobs: list[float] | None
 
@@ -108,6 +127,14 @@ class SMCSState(SMCSInput, SMCSOutput, total=False):
     candidates: Annotated[list[Candidate], operator.add]
     calls: Annotated[list[CallRecord], operator.add]
     failures: Annotated[list[Failure], operator.add]
+    aggregator: str
+    """The aggregator candidate whose fusions run now (see `Selection.aggregators`)."""
+    failing_over: bool
+    """Set by `score` when no fusion came back and the next aggregator candidate takes over."""
+    skipped: Annotated[list[Skip], operator.add]
+    """Models passed over during the run (the selection's own are in `Selection.skipped`)."""
+    run_notes: Annotated[list[str], operator.add]
+    """What the run did beyond the selection's plan (failovers), for the trace's notes."""
 
 
 class ReferencerTask(TypedDict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -19,6 +20,7 @@ from smcs_graph._input import message_text
 from smcs_graph.chat_model import SMCSChatModel
 from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import ConfigError, InvalidQuestionError, SMCSError
+from smcs_graph.graph import runnable_config
 
 DEFAULT_DESCRIPTION = (
     "Consult an ensemble of language models on a hard, self-contained sub-question (a "
@@ -68,9 +70,9 @@ class SMCSConsultTool(BaseTool):
         """Input, run config and keywords for one consultation of the model or the graph."""
         if isinstance(self.target, SMCSChatModel):
             return [HumanMessage(question)], {"callbacks": callbacks}, dict(self.overrides)
-        context = SMCSConfig.from_mapping(self.overrides) if self.overrides else None
-        run: RunnableConfig = {"callbacks": callbacks, "max_concurrency": 64}
-        return {"question": question}, run, {"context": context}
+        settings = _graph_settings(self.target, self.overrides)
+        run = runnable_config(settings, callbacks=callbacks)
+        return {"question": question}, run, {"context": settings}
 
     def _output(self, result: Any) -> tuple[str, dict[str, Any]]:
         if isinstance(result, AIMessage):
@@ -107,6 +109,17 @@ class SMCSConsultTool(BaseTool):
         except (SMCSError, InvalidQuestionError, ConfigError) as exc:
             raise ToolException(f"the ensemble could not answer: {exc}") from exc
         return self._output(result)
+
+
+def _graph_settings(graph: Runnable[Any, Any], overrides: Mapping[str, Any]) -> SMCSConfig:
+    """A consultation's settings: the graph's defaults (its context schema's, as `build_graph`
+    set them) with `overrides` applied."""
+    schema = getattr(graph, "context_schema", None)
+    if not (isinstance(schema, type) and issubclass(schema, SMCSConfig)):
+        schema = SMCSConfig
+    defaults = schema()
+    fields = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(SMCSConfig)}
+    return SMCSConfig.from_mapping({**fields, **overrides})
 
 
 def summary(trace: Mapping[str, Any]) -> str:

@@ -19,8 +19,9 @@ from smcs_graph.bank import QuestionBank
 from smcs_graph.config import SMCSConfig
 from smcs_graph.embedder import Embedder
 from smcs_graph.errors import BankError
-from smcs_graph.nodes.select_priors import prior_selection
-from smcs_graph.pool import Pool
+from smcs_graph.models import Pool
+from smcs_graph.selection import prior_selection
+from smcs_graph.state import TRACE_DIGITS
 
 DEFAULT_DESCRIPTION = (
     "Rank the available language models for a question, without asking any of them: the "
@@ -61,6 +62,7 @@ class RankModelsTool(BaseTool):
     bank: QuestionBank
     embedder: Embedder
     config: SMCSConfig = Field(default_factory=SMCSConfig)
+    """The settings prior selection runs under (the field keeps its documented name)."""
 
     def rank(self, question: str, top: int | None = None) -> dict[str, Any]:
         """The ranking as data: models best first with prior and support counts."""
@@ -80,7 +82,7 @@ class RankModelsTool(BaseTool):
             {
                 "rank": rank + 1,
                 "model": names[i],
-                "prior": round(float(priors[i]), 6),
+                "prior": round(float(priors[i]), TRACE_DIGITS),
                 "support_questions_tested": int(measured[i].sum()),
                 "support_questions_correct": int(correct[i].sum()),
             }
@@ -133,8 +135,8 @@ def make_rank_models_tool(
 ) -> RankModelsTool:
     """A tool that ranks `pool`'s models for a question from `bank` (no generation).
 
-    `embedder` must be the bank's (default: `bank.embedder`); `config` supplies n_sup_base,
-    gamma, support_rule and weighted_prior (default: the paper's)."""
+    `embedder` must be the bank's (default: `bank.embedder`); `config` (settings) supplies the
+    support set's and the prior rule's settings, as for the graph (default: the paper's)."""
     return RankModelsTool(
         name=name,
         description=description,

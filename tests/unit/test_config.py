@@ -1,4 +1,4 @@
-"""SMCSConfig: the paper's defaults, validation with clear errors."""
+"""SMCSConfig: the paper's defaults, validation with clear errors from one declaration."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from smcs_graph import ConfigError, SMCSConfig
+from smcs_graph.config import choices, context_schema
 
 
 def test_defaults_are_the_papers() -> None:
@@ -69,3 +70,42 @@ def test_from_mapping_rejects_unknown_keys() -> None:
 def test_replace_validates() -> None:
     with pytest.raises(ConfigError):
         SMCSConfig().replace(k=-1)
+
+
+def test_choices_come_from_the_settings_literal_types() -> None:
+    assert choices("prior_rule") == ("paper", "shrunk", "hier")
+    assert choices("support_rule") == ("paper", "authors")
+    with pytest.raises(KeyError):
+        choices("k")
+
+
+@pytest.mark.parametrize(
+    "f", [f for f in dataclasses.fields(SMCSConfig) if {"ge", "gt", "le"} & set(f.metadata)]
+)
+def test_every_declared_bound_is_enforced(f: dataclasses.Field[object]) -> None:
+    """Bounds live in field metadata only; a value just past each one is rejected by name."""
+    outside = []
+    if "ge" in f.metadata:
+        outside.append(f.metadata["ge"] - 1)
+    if "gt" in f.metadata:
+        outside.append(f.metadata["gt"])
+    if "le" in f.metadata:
+        outside.append(f.metadata["le"] + 0.5)
+    for value in outside:
+        with pytest.raises(ConfigError, match=f"{f.name} must be"):
+            SMCSConfig(**{f.name: value})
+
+
+def test_types_are_checked_from_the_annotations() -> None:
+    with pytest.raises(ConfigError, match="weighted_prior must be true or false"):
+        SMCSConfig(weighted_prior="no")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"support_rule must be one of \('paper', 'authors'\)"):
+        SMCSConfig(support_rule="mine")  # type: ignore[arg-type]
+    assert SMCSConfig(referencer_timeout_s=None, shrink_temperature=None).seed is None
+
+
+def test_a_context_schema_with_other_defaults_validates_the_same_way() -> None:
+    schema = context_schema(SMCSConfig(k=3))
+    assert schema().k == 3
+    with pytest.raises(ConfigError, match="k must be an integer >= 1"):
+        schema(k=0)

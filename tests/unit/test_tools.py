@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
 import pytest
 from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from pydantic import ValidationError
 
-from smcs_graph import ConfigError, SMCSChatModel, SMCSConfig, build_graph
+from smcs_graph import ConfigError, HashingEmbedder, SMCSChatModel, SMCSConfig, build_graph
 from smcs_graph.testing import FakeChatModel
 from smcs_graph.tools import (
     ConsultInput,
@@ -18,7 +19,7 @@ from smcs_graph.tools import (
     make_consult_tool,
     make_rank_models_tool,
 )
-from tests.unit.conftest import make_pool
+from tests.unit.conftest import HISTORY, MATH, make_pool
 
 FAST = SMCSConfig(k=3, n_aggregations=3, n_sup_base=4, seed=1)
 
@@ -126,13 +127,44 @@ def test_rank_models_puts_the_right_specialist_first_without_generating(
     assert all(not f.calls for f in fakes.values())  # prior selection alone
 
 
-async def test_rank_models_matches_the_graphs_priors_and_honours_top(model, pool, bank, embedder):
+def priors_by_hand(embedder: HashingEmbedder, question: str) -> dict[str, float]:
+    """Eqs. 3-4 on the conftest bank with numpy alone: cosine similarities to the 12 bank
+    questions, the support set S >= gamma * (N_sup_base-th largest S), and V[m] = sum of S over
+    the support questions model m answered right (mathy: math, histo: history, weak: none)."""
+    vectors = np.asarray(embedder.embed([question, *MATH, *HISTORY]), dtype=np.float64)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    sims = unit[1:] @ unit[0]
+    threshold = FAST.gamma * np.sort(sims)[::-1][FAST.n_sup_base - 1]
+    support = sims >= threshold
+    right = {
+        "mathy": np.arange(12) < len(MATH),
+        "histo": np.arange(12) >= len(MATH),
+        "weak": np.zeros(12, dtype=bool),
+    }
+    return {model: float(sims[support & mask].sum()) for model, mask in right.items()}
+
+
+@pytest.mark.parametrize("question", ["Compute the sum of 7 and 8.", "When did Rome fall?"])
+async def test_rank_models_priors_are_eq_4_and_the_graph_uses_them(
+    model, pool, bank, embedder, question
+) -> None:
+    tool = make_rank_models_tool(pool, bank, embedder, FAST)
+    expected = priors_by_hand(embedder, question)
+    assert sorted(expected.values()) != [0.0, 0.0, 0.0]  # the support set has evidence
+    ranking = tool.rank(question)
+    got = {m["model"]: m["prior"] for m in ranking["models"]}
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert [m["model"] for m in ranking["models"]] == sorted(
+        expected, key=lambda name: (-expected[name], pool.names.index(name))
+    )
+    trace = (await model.ainvoke(question)).response_metadata["smcs_trace"]
+    assert trace["priors"] == pytest.approx(expected, abs=1e-6)
+    assert ranking["support_size"] == trace["support_size"]
+
+
+async def test_rank_models_honours_top(pool, bank, embedder) -> None:
     tool = make_rank_models_tool(pool, bank, embedder, FAST)
     question = "Compute the sum of 7 and 8."
-    ranking = tool.rank(question)
-    trace = (await model.ainvoke(question)).response_metadata["smcs_trace"]
-    assert {m["model"]: m["prior"] for m in ranking["models"]} == trace["priors"]
-    assert ranking["support_size"] == trace["support_size"]
     top = await tool.ainvoke(tool_call("rank_models", question=question, top=1))
     assert [m["model"] for m in json.loads(top.content)["models"]] == ["mathy"]
     with pytest.raises(ValidationError):
