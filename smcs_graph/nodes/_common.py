@@ -1,10 +1,16 @@
-"""What every node shares: the services it calls, the run's config, and one guarded model call."""
+"""What every node shares: the services it calls, the run's settings, and one guarded model call.
+
+A model call (`call_model`, `acall_model`) waits for an endpoint slot, calls the model and
+records tokens, cost, time and outcome, all under one deadline (`call_deadline`), at which it
+is cancelled (`nodes/_deadline.py`). Its outcome feeds the model's circuit breaker
+(`PoolModel.health`), which `select_priors` reads.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,42 +24,80 @@ from langgraph.runtime import get_runtime
 from smcs_graph.bank import QuestionBank
 from smcs_graph.config import SMCSConfig
 from smcs_graph.embedder import Embedder
-from smcs_graph.pool import Pool, PoolModel
-from smcs_graph.state import CallRecord, Failure
+from smcs_graph.models import Pool, PoolModel
+from smcs_graph.nodes._deadline import (
+    CallCancelled,
+    acquire_slot,
+    async_native,
+    cancellable,
+    in_own_thread,
+    run_sync,
+    wait_in_thread,
+)
+from smcs_graph.state import CallRecord, Failure, Skip, SMCSState
 
 T = TypeVar("T")
-
-# Timeouts of synchronous calls: the call runs here and the node waits at most the timeout. A
-# timed-out call cannot be killed, only abandoned; its thread finishes on its own.
-_TIMEOUT_EXECUTOR = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="smcs-call")
 
 
 @dataclass(frozen=True)
 class Services:
-    """What the nodes call: the pool, the question bank and the embedder."""
+    """What the nodes call: the pool, the question bank and the embedder; and the graph's
+    default settings, for runs that give no context."""
 
     pool: Pool
     bank: QuestionBank
     embedder: Embedder
-    config: SMCSConfig
+    settings: SMCSConfig
 
 
-def run_config(services: Services) -> SMCSConfig:
-    """This run's SMCSConfig: the graph context if one was given, else the graph's default."""
+def run_settings(services: Services) -> SMCSConfig:
+    """This run's settings: the graph context if one was given, else the graph's default."""
     context: Any = None
     try:
         context = get_runtime().context
     except RuntimeError:  # called outside a graph run
         context = None
     if context is None:
-        return services.config
+        return services.settings
     if isinstance(context, SMCSConfig):
         return context
     if isinstance(context, Mapping):  # plain JSON: the fields it sets override the graph's
-        base = services.config
+        base = services.settings
         fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
         return SMCSConfig.from_mapping({**fields, **context})
     raise TypeError(f"graph context must be an SMCSConfig or a mapping, got {type(context)}")
+
+
+def failure_summary(state: SMCSState) -> str:
+    """The run's failed calls in one line, for the error that ends a run."""
+    failures = state.get("failures") or []
+    if not failures:
+        return "no failure was recorded"
+    return "; ".join(f"{f['stage']} {f['model']}#{f['index']}: {f['error']}" for f in failures)
+
+
+EMPTY_ANSWER = "EmptyAnswer: the model returned no text"
+"""A referencer's failure when its reply had no text (e.g. only tool calls): the model is up,
+so it stays an aggregator candidate (it may be the one that calls the tools)."""
+
+
+def next_aggregator(state: SMCSState, after: str | None) -> tuple[str | None, list[Skip]]:
+    """The aggregator candidate after `after` (None: the first) that did not fail in this run
+    (an empty answer is no failure of the model), and the candidates passed over on the way.
+    A fixed aggregator is the only candidate."""
+    selection = state["selection"]
+    candidates = selection["aggregators"]
+    start = 0 if after is None else candidates.index(after) + 1
+    failed = {f["model"]: f for f in state.get("failures") or []}
+    skipped: list[Skip] = []
+    for name in candidates[start:]:
+        failure = failed.get(name)
+        if failure is None or failure["error"] == EMPTY_ANSWER or len(candidates) == 1:
+            return name, skipped
+        role = "a referencer" if failure["stage"] == "referencer" else "an aggregator"
+        reason = f"failed as {role} in this run ({failure['error']})"
+        skipped.append(Skip(model=name, stage="aggregate", reason=reason))
+    return None, skipped
 
 
 def progress(event: Mapping[str, Any]) -> None:
@@ -72,34 +116,51 @@ def dual_node(
     return RunnableLambda(sync_fn, afunc=async_fn, name=name)
 
 
-def _record(
-    stage: str,
-    member: PoolModel,
-    index: int,
-    started: float,
-    message: AIMessage | None,
-    error: BaseException | None,
-) -> CallRecord:
-    usage: Mapping[str, Any] = (message.usage_metadata if message is not None else None) or {}
-    record = CallRecord(
-        stage=stage,
-        model=member.name,
-        index=index,
-        input_tokens=int(usage.get("input_tokens", 0)),
-        output_tokens=int(usage.get("output_tokens", 0)),
-        total_tokens=int(usage.get("total_tokens", 0)),
-        cost=member.cost(usage),
-        seconds=round(time.perf_counter() - started, 4),
-        ok=error is None,
-    )
-    if error is not None:
-        record["error"] = describe_error(error)
-    return record
+def call_deadline(member: PoolModel, stage_timeout: float | None) -> float | None:
+    """Seconds a call to `member` may take in all: the pool entry's `timeout_s`, capped by the
+    stage's timeout setting (None: no deadline; only a pool model built with `timeout_s=None`
+    and a run with no stage timeout)."""
+    limits = [t for t in (member.timeout_s, stage_timeout) if t is not None]
+    return min(limits) if limits else None
 
 
-def describe_error(error: BaseException) -> str:
-    if isinstance(error, TimeoutError | concurrent.futures.TimeoutError | asyncio.TimeoutError):
-        return "TimeoutError: no answer within the configured timeout"
+def _malformed(error: BaseException) -> bool:
+    """Whether `error` says the endpoint's body was not a chat completion (not JSON, not
+    UTF-8, or not the expected shape), whatever wrapped it."""
+    kinds: tuple[type[BaseException], ...] = (UnicodeDecodeError, json.JSONDecodeError)
+    try:
+        import openai
+
+        kinds = (*kinds, openai.APIResponseValidationError)
+    except ImportError:  # pragma: no cover - langchain-openai depends on it
+        pass
+    seen: BaseException | None = error
+    for _ in range(5):  # the exception, then what it was raised from
+        if seen is None:
+            return False
+        if isinstance(seen, kinds):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def describe_error(
+    error: BaseException, member: PoolModel | None = None, deadline: float | None = None
+) -> str:
+    """One line for the trace: what failed, in words a user can act on."""
+    if isinstance(error, TimeoutError):  # asyncio.TimeoutError is TimeoutError since 3.11
+        within = f"{deadline:g} s" if deadline is not None else "the configured timeout"
+        return f"TimeoutError: no answer within {within} (every attempt included)"
+    if isinstance(error, CallCancelled):
+        return f"Cancelled: {error}"
+    if _malformed(error):
+        url = getattr(member.chat_model, "openai_api_base", None) if member else None
+        where = f"the endpoint {url}" if url else "the endpoint"
+        model = f" for model {member.name!r}" if member else ""
+        return (
+            f"MalformedResponse: {where} returned a malformed response{model} (not a JSON "
+            "chat completion); check that base_url points at an OpenAI-compatible API"
+        )
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
@@ -124,45 +185,49 @@ def _outcome(
     started: float,
     message: AIMessage | None,
     error: BaseException | None,
+    deadline: float | None,
 ) -> CallOutcome:
-    failure = (
-        Failure(stage=stage, model=member.name, index=index, error=describe_error(error))
-        if error is not None
-        else None
+    usage: Mapping[str, Any] = (message.usage_metadata if message is not None else None) or {}
+    record = CallRecord(
+        stage=stage,
+        model=member.name,
+        index=index,
+        input_tokens=int(usage.get("input_tokens", 0)),
+        output_tokens=int(usage.get("output_tokens", 0)),
+        total_tokens=int(usage.get("total_tokens", 0)),
+        cost=member.cost(usage),
+        seconds=round(time.perf_counter() - started, 4),
+        ok=error is None,
     )
-    return CallOutcome(message, _record(stage, member, index, started, message, error), failure)
+    failure = None
+    if error is not None:
+        record["error"] = describe_error(error, member, deadline)
+        failure = Failure(stage=stage, model=member.name, index=index, error=record["error"])
+    if not isinstance(error, CallCancelled):  # an interrupt says nothing about the model
+        member.health.record(failure["error"] if failure else None)
+    return CallOutcome(message, record, failure)
 
 
-def call_model(
-    stage: str,
+async def _guarded(
     member: PoolModel,
-    index: int,
-    messages: Sequence[BaseMessage],
+    runnable: Any,
+    messages: list[BaseMessage],
     kwargs: Mapping[str, Any],
-    timeout: float | None,
     config: RunnableConfig | None,
-    model: Any = None,
-) -> CallOutcome:
-    """One guarded synchronous call: endpoint concurrency cap, timeout, usage and cost."""
-    runnable: Any = model if model is not None else member.chat_model
-    started = time.perf_counter()
-    try:
-        if member.slots is not None:
-            member.slots.acquire()
+    deadline: float | None,
+) -> Any:
+    """The call itself: slot, model, release; cancelled at the deadline."""
+    async with asyncio.timeout(deadline):
+        await acquire_slot(member.slots)
         try:
-            if timeout is None:
-                result = runnable.invoke(list(messages), config=config, **kwargs)
-            else:
-                future = _TIMEOUT_EXECUTOR.submit(
-                    runnable.invoke, list(messages), config=config, **kwargs
-                )
-                result = future.result(timeout=timeout)
+            if async_native(member.chat_model):
+                return await runnable.ainvoke(messages, config=config, **kwargs)
+            # No async implementation: a thread of its own, left behind at the deadline.
+            future = in_own_thread(runnable.invoke, messages, config=config, **kwargs)
+            return await asyncio.wrap_future(future)
         finally:
             if member.slots is not None:
                 member.slots.release()
-        return _outcome(stage, member, index, started, _as_ai_message(result, member.name), None)
-    except Exception as exc:  # a failing model is recorded, never fatal by itself
-        return _outcome(stage, member, index, started, None, exc)
 
 
 async def acall_model(
@@ -175,21 +240,74 @@ async def acall_model(
     config: RunnableConfig | None,
     model: Any = None,
 ) -> CallOutcome:
-    """The async twin of `call_model`."""
+    """One guarded call: endpoint slot, the call and the client's retries, all within one
+    deadline (`call_deadline(member, timeout)`), then usage, cost and the breaker's record."""
     runnable = model if model is not None else member.chat_model
+    deadline = call_deadline(member, timeout)
     started = time.perf_counter()
     try:
+        result = await _guarded(member, runnable, list(messages), kwargs, config, deadline)
+        message = _as_ai_message(result, member.name)
+    except Exception as exc:  # a failing model is recorded, never fatal by itself
+        return _outcome(stage, member, index, started, None, exc, deadline)
+    return _outcome(stage, member, index, started, message, None, deadline)
+
+
+def _invoke_holding_slot(
+    member: PoolModel,
+    runnable: Any,
+    messages: list[BaseMessage],
+    kwargs: Mapping[str, Any],
+    config: RunnableConfig | None,
+    deadline: float | None,
+) -> Any:
+    """A sync call on its own thread: the slot is held until the call really ends."""
+    if member.slots is not None and not member.slots.acquire(timeout=deadline):
+        raise TimeoutError("no endpoint slot came free")
+    try:
+        return runnable.invoke(messages, config=config, **kwargs)
+    finally:
         if member.slots is not None:
-            await asyncio.to_thread(member.slots.acquire)
+            member.slots.release()
+
+
+def call_model(
+    stage: str,
+    member: PoolModel,
+    index: int,
+    messages: Sequence[BaseMessage],
+    kwargs: Mapping[str, Any],
+    timeout: float | None,
+    config: RunnableConfig | None,
+    model: Any = None,
+) -> CallOutcome:
+    """The sync twin of `acall_model`. OpenAI-compatible clients: the same coroutine, on the
+    private call loop (cancelled at the deadline); other models: `invoke` on a thread of its
+    own, waited for up to the deadline (see `nodes/_deadline.py`)."""
+    started = time.perf_counter()
+    if cancellable(member.chat_model):
+        coro = acall_model(stage, member, index, messages, kwargs, timeout, config, model)
         try:
-            coro = runnable.ainvoke(list(messages), config=config, **kwargs)
-            result = await (coro if timeout is None else asyncio.wait_for(coro, timeout))
-        finally:
-            if member.slots is not None:
-                member.slots.release()
-        return _outcome(stage, member, index, started, _as_ai_message(result, member.name), None)
-    except Exception as exc:
-        return _outcome(stage, member, index, started, None, exc)
+            return run_sync(coro)
+        except CallCancelled as exc:  # refused or cancelled on the way (interrupt, exit)
+            return _outcome(stage, member, index, started, None, exc, None)
+    runnable = model if model is not None else member.chat_model
+    deadline = call_deadline(member, timeout)
+    try:
+        result = wait_in_thread(
+            deadline,
+            _invoke_holding_slot,
+            member,
+            runnable,
+            list(messages),
+            kwargs,
+            config,
+            deadline,
+        )
+        message = _as_ai_message(result, member.name)
+    except Exception as exc:  # a failing model is recorded, never fatal by itself
+        return _outcome(stage, member, index, started, None, exc, deadline)
+    return _outcome(stage, member, index, started, message, None, deadline)
 
 
 def child_config(config: RunnableConfig | None, stage: str, model: str) -> RunnableConfig:

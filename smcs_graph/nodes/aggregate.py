@@ -7,6 +7,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from smcs_graph import core
+from smcs_graph.models import PoolModel
 from smcs_graph.nodes._common import (
     CallOutcome,
     Services,
@@ -15,69 +16,79 @@ from smcs_graph.nodes._common import (
     child_config,
     dual_node,
     progress,
-    run_config,
+    run_settings,
 )
-from smcs_graph.pool import PoolModel
 from smcs_graph.prompts import aggregation_messages
 from smcs_graph.state import AggregationTask, Candidate
 
 STAGE = "aggregate"
+SEED_OFFSET = 1000
+"""Aggregation i is seeded `seed + SEED_OFFSET + i`, apart from referencer r's `seed + r`
+(r < K): with a seed, no aggregation repeats a referencer's sample."""
 
 
 def _prepare(
     services: Services, task: AggregationTask
-) -> tuple[PoolModel, Any, dict[str, Any], list[Any]]:
-    config = run_config(services)
+) -> tuple[PoolModel, Any, dict[str, Any], list[Any], float | None]:
+    settings = run_settings(services)
     member = services.pool[task["aggregator"]]
     model: Any = member.chat_model
     if task["tools"]:
         model = model.bind_tools(task["tools"], tool_choice=task.get("tool_choice"))
-    kwargs = member.call_kwargs(config, seed_offset=1000 + task["index"])
-    if member.logprobs and member.sampling_kwargs:
+    kwargs = member.call_kwargs(settings, seed_offset=SEED_OFFSET + task["index"])
+    if member.logprobs:
+        # Whenever the pool entry says the model has them, sampling kwargs or not: the hybrid
+        # score's perplexity term needs them.
         kwargs["logprobs"] = True
     messages = aggregation_messages(task["messages"], [r["text"] for r in task["references"]])
-    return member, model, kwargs, messages
+    return member, model, kwargs, messages, settings.aggregation_timeout_s
 
 
 def _update(task: AggregationTask, outcome: CallOutcome) -> dict[str, Any]:
     update: dict[str, Any] = {"calls": [outcome.record]}
     if outcome.failure is not None or outcome.message is None:
         update["failures"] = [outcome.failure]
-        progress({"stage": STAGE, "index": task["index"], "ok": False})
+        progress({"stage": STAGE, "index": task["index"], "model": task["aggregator"], "ok": False})
         return update
     message = outcome.message
     logprobs = core.token_logprobs((message.response_metadata.get("logprobs") or {}).get("content"))
     update["candidates"] = [
-        Candidate(index=task["index"], subset=task["subset"], message=message, logprobs=logprobs)
+        Candidate(
+            index=task["index"],
+            subset=task["subset"],
+            aggregator=task["aggregator"],
+            message=message,
+            logprobs=logprobs,
+        )
     ]
-    progress({"stage": STAGE, "index": task["index"], "ok": True})
+    progress({"stage": STAGE, "index": task["index"], "model": task["aggregator"], "ok": True})
     return update
 
 
 def make_aggregate(services: Services) -> Any:
     def aggregate(task: AggregationTask, config: RunnableConfig) -> dict[str, Any]:
-        member, model, kwargs, messages = _prepare(services, task)
+        member, model, kwargs, messages, timeout = _prepare(services, task)
         outcome = call_model(
             STAGE,
             member,
             task["index"],
             messages,
             kwargs,
-            run_config(services).aggregation_timeout_s,
+            timeout,
             child_config(config, STAGE, member.name),
             model=model,
         )
         return _update(task, outcome)
 
     async def aaggregate(task: AggregationTask, config: RunnableConfig) -> dict[str, Any]:
-        member, model, kwargs, messages = _prepare(services, task)
+        member, model, kwargs, messages, timeout = _prepare(services, task)
         outcome = await acall_model(
             STAGE,
             member,
             task["index"],
             messages,
             kwargs,
-            run_config(services).aggregation_timeout_s,
+            timeout,
             child_config(config, STAGE, member.name),
             model=model,
         )

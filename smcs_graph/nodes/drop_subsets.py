@@ -1,4 +1,9 @@
-"""`drop_subsets`: prior drop (exploration): n prior-weighted subsets of the references."""
+"""`drop_subsets`: prior drop (exploration): n prior-weighted subsets of the references.
+
+It also settles who fuses them: the first aggregator candidate that did not fail as a
+referencer in this run (a fixed aggregator is always tried), and `send_aggregations` sends the
+subsets to it, again for each next candidate when `score` fails over.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +15,21 @@ from langgraph.types import Send
 from smcs_graph import core
 from smcs_graph._input import conversation
 from smcs_graph.errors import SMCSError
-from smcs_graph.nodes._common import Services, progress, run_config
+from smcs_graph.nodes._common import (
+    Services,
+    failure_summary,
+    next_aggregator,
+    progress,
+    run_settings,
+)
 from smcs_graph.state import AggregationTask, SMCSState
-
-
-def failure_summary(state: SMCSState) -> str:
-    failures = state.get("failures") or []
-    if not failures:
-        return "no failure was recorded"
-    return "; ".join(f"{f['stage']} {f['model']}#{f['index']}: {f['error']}" for f in failures)
 
 
 def make_drop_subsets(services: Services) -> Any:
     def drop_subsets(state: SMCSState) -> dict[str, Any]:
-        config = run_config(services)
+        settings = run_settings(services)
         references = sorted(state.get("references") or [], key=lambda r: r["rank"])
-        needed = min(config.min_referencers, len(state["selection"]["referencers"]))
+        needed = min(settings.min_referencers, len(state["selection"]["referencers"]))
         if len(references) < max(needed, 1):
             raise SMCSError(
                 f"only {len(references)} of {len(state['selection']['referencers'])} "
@@ -33,13 +37,24 @@ def make_drop_subsets(services: Services) -> Any:
                 "Check that the endpoints are reachable, raise the timeouts, or lower "
                 "min_referencers."
             )
+        # The selection's priors at full precision (the trace shows them rounded).
         priors = np.array([state["selection"]["priors"][r["model"]] for r in references])
         subsets = core.prior_drop_subsets(
-            priors, config.n_aggregations, config.k_drop, rng=config.seed, mode=config.drop_mode
+            priors,
+            settings.n_aggregations,
+            settings.k_drop,
+            rng=settings.seed,
+            mode=settings.drop_mode,
         )
         named = [[references[i]["model"] for i in subset] for subset in subsets]
-        progress({"stage": "drop_subsets", "subsets": named})
-        return {"subsets": named}
+        aggregator, skipped = next_aggregator(state, None)
+        progress({"stage": "drop_subsets", "subsets": named, "aggregator": aggregator})
+        # Quorum holds, so a referencer answered: some candidate is left (`or`: for typing).
+        return {
+            "subsets": named,
+            "aggregator": aggregator or state["aggregator"],
+            "skipped": skipped,
+        }
 
     return drop_subsets
 
@@ -48,7 +63,7 @@ def send_aggregations(state: SMCSState) -> list[Send]:
     """Fan out: one `Send` per subset, each fused by the aggregator in parallel."""
     by_model = {r["model"]: r for r in state.get("references") or []}
     messages = conversation(state)
-    aggregator = state["selection"]["aggregator"]
+    aggregator = state["aggregator"]
     return [
         Send(
             "aggregate",

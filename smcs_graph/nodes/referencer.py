@@ -8,6 +8,7 @@ from langchain_core.runnables import RunnableConfig
 
 from smcs_graph._input import message_text
 from smcs_graph.nodes._common import (
+    EMPTY_ANSWER,
     CallOutcome,
     Services,
     acall_model,
@@ -15,12 +16,13 @@ from smcs_graph.nodes._common import (
     child_config,
     dual_node,
     progress,
-    run_config,
+    run_settings,
 )
 from smcs_graph.state import Reference, ReferencerTask
 
 STAGE = "referencer"
 PREVIEW_CHARS = 160
+"""Characters of each answer in its progress event: about two lines of a terminal."""
 
 
 def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
@@ -34,7 +36,7 @@ def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
                 "stage": STAGE,
                 "model": task["model"],
                 "index": task["rank"],
-                "error": "EmptyAnswer: the model returned no text",
+                "error": EMPTY_ANSWER,
             },
         )
         update["calls"] = [outcome.record]
@@ -63,7 +65,7 @@ def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
 
 def make_referencer(services: Services) -> Any:
     def referencer(task: ReferencerTask, config: RunnableConfig) -> dict[str, Any]:
-        settings = run_config(services)
+        settings = run_settings(services)
         member = services.pool[task["model"]]
         outcome = call_model(
             STAGE,
@@ -77,7 +79,7 @@ def make_referencer(services: Services) -> Any:
         return _update(task, outcome)
 
     async def areferencer(task: ReferencerTask, config: RunnableConfig) -> dict[str, Any]:
-        settings = run_config(services)
+        settings = run_settings(services)
         member = services.pool[task["model"]]
         outcome = await acall_model(
             STAGE,

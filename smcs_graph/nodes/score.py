@@ -1,4 +1,10 @@
-"""`score`: hybrid scoring (exploitation): mean pairwise similarity + lambda * (1 - PPL)."""
+"""`score`: hybrid scoring (exploitation): mean pairwise similarity + lambda * (1 - PPL).
+
+When no aggregation came back it degrades instead: it hands the subsets to the next aggregator
+candidate (`failing_over`: the graph sends the subsets back to `aggregate`), and when none
+is left it answers with the top-prior reference and says so in the trace (`fallback`), unless
+`require_fusion` is set, which fails the run naming every failure.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +21,22 @@ from langchain_core.messages.ai import UsageMetadata
 
 from smcs_graph import core
 from smcs_graph._input import message_text
+from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import SMCSError
-from smcs_graph.nodes._common import Services, dual_node, progress, run_config
-from smcs_graph.nodes.drop_subsets import failure_summary
-from smcs_graph.state import CallRecord, Candidate, SMCSState
+from smcs_graph.nodes._common import (
+    Services,
+    dual_node,
+    failure_summary,
+    next_aggregator,
+    progress,
+    run_settings,
+)
+from smcs_graph.state import TRACE_DIGITS, CallRecord, Candidate, Skip, SMCSState
+
+COST_DIGITS = 8
+"""Decimals of the run's cost: a call at a few cents per million tokens stays visible."""
+SECONDS_DIGITS = 3
+"""Decimals of the run's wall time: milliseconds."""
 
 
 class PerplexityUnavailableWarning(UserWarning):
@@ -57,21 +75,133 @@ def _usage_by_model(calls: Sequence[CallRecord]) -> dict[str, dict[str, float]]:
 
 
 def _finite(value: float) -> float | None:
-    return round(float(value), 6) if np.isfinite(value) else None
+    return round(float(value), TRACE_DIGITS) if np.isfinite(value) else None
+
+
+def _degrade(settings: SMCSConfig, state: SMCSState) -> dict[str, Any]:
+    """No aggregation came back: fail over to the next aggregator candidate, else answer with
+    the top-prior reference (or fail, under `require_fusion`)."""
+    current = state.get("aggregator") or state["selection"]["aggregator"]
+    following, skipped = next_aggregator(state, current)
+    if following is not None:
+        note = f"aggregator {current!r} gave no fusion: failing over to {following!r}"
+        progress({"stage": "score", "failover": following, "from": current})
+        return {
+            "aggregator": following,
+            "failing_over": True,
+            "skipped": skipped,
+            "run_notes": [note],
+        }
+    if settings.require_fusion:
+        raise SMCSError(
+            "every aggregation failed, so there is no answer to score (require_fusion is "
+            f"set). Failures: {failure_summary(state)}. Check the aggregator endpoints "
+            f"({', '.join(state['selection']['aggregators'])}), or choose another aggregator."
+        )
+    top = min(state.get("references") or [], key=lambda r: r["rank"])
+    fallback = (
+        f"no aggregation gave an answer (aggregators tried: {_tried(state, skipped)}): "
+        f"answered with the top-prior reference, {top['model']!r}'s"
+    )
+    progress({"stage": "score", "fallback": top["model"]})
+    message = AIMessage(content=top["text"])
+    trace = _trace(settings, state, skipped, [], fallback=fallback)
+    return _answer(message, trace)
+
+
+def _tried(state: SMCSState, skipped: Sequence[Skip]) -> str:
+    failed = {f["model"] for f in state.get("failures") or [] if f["stage"] == "aggregate"}
+    tried = [name for name in state["selection"]["aggregators"] if name in failed]
+    return ", ".join(tried) or "none"
+
+
+def _answer(source: AIMessage, trace: dict[str, Any]) -> dict[str, Any]:
+    answer = AIMessage(
+        content=source.content,
+        tool_calls=source.tool_calls,
+        usage_metadata=total_usage(trace["calls"]),
+        response_metadata={"model_name": "smcs", "smcs_trace": trace},
+        name=None,
+    )
+    return {
+        "messages": [answer],
+        "answer": message_text(source),
+        "trace": trace,
+        "failing_over": False,
+    }
+
+
+def _trace(
+    settings: SMCSConfig,
+    state: SMCSState,
+    skipped: Sequence[Skip],
+    scored: list[dict[str, Any]],
+    *,
+    fallback: str | None = None,
+    chosen: int | None = None,
+    perplexity_available: bool = False,
+    warning_texts: Sequence[str] = (),
+) -> dict[str, Any]:
+    calls: list[CallRecord] = list(state.get("calls") or [])
+    selection = state["selection"]
+    started = state.get("started_at")
+    return {
+        "question": selection["question"],
+        "bank_size": selection["bank_size"],
+        "support_size": selection["support_size"],
+        "threshold": selection["threshold"],
+        "support_examples": selection["support_examples"],
+        "priors": {name: round(p, TRACE_DIGITS) for name, p in selection["priors"].items()},
+        "referencers": selection["referencers"],
+        # The model whose fusions were scored (the selection's, unless it failed over).
+        "aggregator": state.get("aggregator") or selection["aggregator"],
+        "aggregators": selection["aggregators"],
+        "k_requested": selection["k_requested"],
+        "k_used": selection["k_used"],
+        "notes": [
+            *selection["notes"],
+            *(state.get("run_notes") or []),
+            *([fallback] if fallback else []),
+        ],
+        "skipped": [*selection["skipped"], *(state.get("skipped") or []), *skipped],
+        "fallback": fallback,
+        "references": [
+            {"model": r["model"], "rank": r["rank"], "text": r["text"]}
+            for r in sorted(state.get("references") or [], key=lambda r: r["rank"])
+        ],
+        "failures": list(state.get("failures") or []),
+        "subsets": state.get("subsets") or [],
+        "candidates": scored,
+        "chosen": chosen,
+        "perplexity_available": perplexity_available,
+        "warnings": list(warning_texts),
+        "calls": calls,
+        "usage": dict(total_usage(calls)),
+        "usage_by_model": _usage_by_model(calls),
+        "cost": round(sum(c["cost"] for c in calls), COST_DIGITS),
+        "seconds": round(time.time() - started, SECONDS_DIGITS) if started else None,
+        "config": {  # the trace's key predates the `settings` name; clients read it
+            "k": settings.k,
+            "n_sup_base": settings.n_sup_base,
+            "gamma": settings.gamma,
+            "k_drop": settings.k_drop,
+            "n_aggregations": settings.n_aggregations,
+            "lam": settings.lam,
+            "drop_mode": settings.drop_mode,
+            "similarity_mode": settings.similarity_mode,
+            "support_rule": settings.support_rule,
+        },
+    }
 
 
 def _score(services: Services, state: SMCSState) -> dict[str, Any]:
-    config = run_config(services)
+    settings = run_settings(services)
     candidates: list[Candidate] = sorted(state.get("candidates") or [], key=lambda c: c["index"])
     if not candidates:
-        raise SMCSError(
-            "every aggregation failed, so there is no answer to score. Failures: "
-            f"{failure_summary(state)}. Check the aggregator "
-            f"({state['selection']['aggregator']!r}) endpoint, or choose another aggregator."
-        )
+        return _degrade(settings, state)
     texts = [candidate_text(c["message"]) for c in candidates]
     similarity = core.mean_pairwise_similarity(
-        services.embedder.embed(texts), include_self=config.similarity_mode == "authors"
+        services.embedder.embed(texts), include_self=settings.similarity_mode == "authors"
     )
 
     warning_texts: list[str] = []
@@ -80,7 +210,7 @@ def _score(services: Services, state: SMCSState) -> dict[str, Any]:
     if missing:
         tool_only = all(c["message"].tool_calls for c in candidates if c["index"] in missing)
         reason = (
-            f"the aggregator {state['selection']['aggregator']!r} returned no token logprobs "
+            f"the aggregator {candidates[0]['aggregator']!r} returned no token logprobs "
             f"for candidate(s) {missing}"
             + (" (tool calls: OpenAI-style APIs give logprobs for text only)" if tool_only else "")
         )
@@ -92,74 +222,33 @@ def _score(services: Services, state: SMCSState) -> dict[str, Any]:
         warnings.warn(warning_texts[-1], PerplexityUnavailableWarning, stacklevel=2)
     else:
         perplexities = np.array([core.perplexity(c["logprobs"] or []) for c in candidates])
-    totals = core.hybrid_scores(similarity, perplexities, config.lam)
+    totals = core.hybrid_scores(similarity, perplexities, settings.lam)
     best = int(np.argmax(totals))
     winner = candidates[best]
-
-    calls: list[CallRecord] = list(state.get("calls") or [])
-    usage = total_usage(calls)
-    selection = state["selection"]
-    started = state.get("started_at")
-    trace: dict[str, Any] = {
-        "question": selection["question"],
-        "bank_size": selection["bank_size"],
-        "support_size": selection["support_size"],
-        "threshold": selection["threshold"],
-        "support_examples": selection["support_examples"],
-        "priors": selection["priors"],
-        "referencers": selection["referencers"],
-        "aggregator": selection["aggregator"],
-        "k_requested": selection["k_requested"],
-        "k_used": selection["k_used"],
-        "notes": selection["notes"],
-        "references": [
-            {"model": r["model"], "rank": r["rank"], "text": r["text"]}
-            for r in sorted(state.get("references") or [], key=lambda r: r["rank"])
-        ],
-        "failures": list(state.get("failures") or []),
-        "subsets": state.get("subsets") or [],
-        "candidates": [
-            {
-                "index": c["index"],
-                "subset": c["subset"],
-                "text": texts[i],
-                "similarity": round(float(similarity[i]), 6),
-                "perplexity": None if perplexities is None else _finite(perplexities[i]),
-                "total": _finite(totals[i]),
-                "chosen": i == best,
-            }
-            for i, c in enumerate(candidates)
-        ],
-        "chosen": winner["index"],
-        "perplexity_available": perplexities is not None,
-        "warnings": warning_texts,
-        "calls": calls,
-        "usage": dict(usage),
-        "usage_by_model": _usage_by_model(calls),
-        "cost": round(sum(c["cost"] for c in calls), 8),
-        "seconds": round(time.time() - started, 3) if started else None,
-        "config": {
-            "k": config.k,
-            "n_sup_base": config.n_sup_base,
-            "gamma": config.gamma,
-            "k_drop": config.k_drop,
-            "n_aggregations": config.n_aggregations,
-            "lam": config.lam,
-            "drop_mode": config.drop_mode,
-            "similarity_mode": config.similarity_mode,
-            "support_rule": config.support_rule,
-        },
-    }
-    source = winner["message"]
-    answer = AIMessage(
-        content=source.content,
-        tool_calls=source.tool_calls,
-        usage_metadata=usage,
-        response_metadata={"model_name": "smcs", "smcs_trace": trace},
-        name=None,
+    scored = [
+        {
+            "index": c["index"],
+            "subset": c["subset"],
+            "aggregator": c["aggregator"],
+            "text": texts[i],
+            "similarity": round(float(similarity[i]), TRACE_DIGITS),
+            "perplexity": None if perplexities is None else _finite(perplexities[i]),
+            "total": _finite(totals[i]),
+            "chosen": i == best,
+        }
+        for i, c in enumerate(candidates)
+    ]
+    trace = _trace(
+        settings,
+        state,
+        [],
+        scored,
+        chosen=winner["index"],
+        perplexity_available=perplexities is not None,
+        warning_texts=warning_texts,
     )
     progress({"stage": "score", "chosen": winner["index"], "totals": trace["candidates"]})
-    return {"messages": [answer], "answer": message_text(source), "trace": trace}
+    return _answer(winner["message"], trace)
 
 
 def make_score(services: Services) -> Any:

@@ -1,86 +1,42 @@
-"""`select_priors`: Retrieval-based Prior Selection (embed, support set, priors, top-K)."""
+"""`select_priors`: Retrieval-based Prior Selection (embed, support set, priors, top-K).
+
+The top-K are chosen among the models the circuit breaker does not pass over (`PoolModel.health`:
+a model whose last calls failed within `breaker_cooldown_s`); the trace names each one passed
+over and why. When every model is passed over, the breaker is ignored for the run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from langgraph.types import Overwrite, Send
-from numpy.typing import NDArray
 
 from smcs_graph import core
 from smcs_graph._input import conversation, retrieval_query
-from smcs_graph.bank import QuestionBank, Support
-from smcs_graph.config import SMCSConfig
-from smcs_graph.embedder import Embedder
 from smcs_graph.errors import ConfigError
-from smcs_graph.nodes._common import Services, dual_node, progress, run_config
-from smcs_graph.state import ReferencerTask, Selection, SMCSState, SupportExample
+from smcs_graph.nodes._common import Services, dual_node, progress, run_settings
+from smcs_graph.selection import prior_selection
+from smcs_graph.state import ReferencerTask, Selection, Skip, SMCSState, SupportExample
 
 SUPPORT_EXAMPLES = 5
 """Support questions kept in the trace, to show why the models were picked."""
-
-
-def prior_selection(
-    question: str,
-    pool_names: Sequence[str],
-    bank: QuestionBank,
-    embedder: Embedder,
-    config: SMCSConfig,
-) -> tuple[Support, NDArray[np.float64]]:
-    """RPS steps 1-3: embed the question, find its support set, score every pool model."""
-    query = embedder.embed([question])[0]
-    support = bank.support(
-        query,
-        list(pool_names),
-        n_sup_base=config.n_sup_base,
-        gamma=config.gamma,
-        rule=config.support_rule,
-    )
-    if config.prior_rule == "shrunk":
-        priors = core.shrunk_prior_scores(
-            support.similarities,
-            support.capability,
-            support.measured,
-            bank.accuracy(list(pool_names)),
-            config.shrink_strength,
-            temperature=config.shrink_temperature,
-        )
-    elif config.prior_rule == "hier":
-        priors = core.hier_prior_scores(
-            support.similarities,
-            support.capability,
-            support.measured,
-            support.categories,
-            bank.category_accuracy(list(pool_names), config.hier_category_strength),
-            bank.accuracy(list(pool_names)),
-            config.hier_strength,
-            temperature=config.hier_temperature,
-            category_temperature=config.hier_category_temperature,
-        )
-    else:
-        priors = core.prior_scores(
-            support.similarities,
-            support.capability,
-            support.measured,
-            weighted=config.weighted_prior,
-        )
-    return support, priors
+EXAMPLE_DIGITS = 4
+"""Decimals of a support example's similarity in the trace: enough to see the ordering."""
 
 
 def _select(services: Services, state: SMCSState) -> dict[str, Any]:
     started = time.time()
-    config = run_config(services)
+    settings = run_settings(services)
     messages = conversation(state)
     question = retrieval_query(messages)
     pool_names = services.pool.names
     notes: list[str] = []
 
     support, priors = prior_selection(
-        question, pool_names, services.bank, services.embedder, config
+        question, pool_names, services.bank, services.embedder, settings
     )
     unmeasured = [m for m, row in zip(pool_names, support.measured, strict=True) if not row.any()]
     if support.bank_size == 0:
@@ -92,21 +48,39 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
             + " (prior 0; profile them to give them evidence)"
         )
 
-    k_used = min(config.k, len(pool_names))
-    if k_used < config.k:
-        notes.append(f"k={config.k} capped at the pool size ({len(pool_names)})")
-    chosen = core.select_top_k(priors, k_used)
-    referencers = [pool_names[i] for i in chosen]
+    if settings.aggregator is not None and settings.aggregator not in services.pool:
+        raise ConfigError(
+            f"aggregator {settings.aggregator!r} is not in the pool; choose one of "
+            f"{', '.join(pool_names)} or leave it unset to use the top-prior model"
+        )
+    skipped: list[Skip] = []
+    for name in pool_names:
+        member = services.pool[name]
+        reason = member.health.open_reason(settings.breaker_failures, settings.breaker_cooldown_s)
+        if reason is not None:
+            skipped.append(Skip(model=name, stage="select_priors", reason=reason))
+    passed_over = {skip["model"] for skip in skipped}
+    available = [i for i, name in enumerate(pool_names) if name not in passed_over]
+    if not available:
+        notes.append(
+            "every pool model failed within its cool-down: the circuit breaker is ignored "
+            "for this run"
+        )
+        skipped, available = [], list(range(len(pool_names)))
 
-    if config.aggregator is not None:
-        if config.aggregator not in services.pool:
-            raise ConfigError(
-                f"aggregator {config.aggregator!r} is not in the pool; choose one of "
-                f"{', '.join(pool_names)} or leave it unset to use the top-prior model"
-            )
-        aggregator = config.aggregator
+    k_used = min(settings.k, len(available))
+    if k_used < settings.k:
+        where = "the pool size" if not skipped else "the models not passed over"
+        notes.append(f"k={settings.k} capped at {where} ({len(available)})")
+    chosen = core.select_top_k(priors[available], k_used)
+    referencers = [pool_names[available[i]] for i in chosen]
+
+    if settings.aggregator is not None:
+        aggregator = settings.aggregator
+        aggregators = [aggregator]
     else:
         aggregator = referencers[0]
+        aggregators = list(referencers)
         notes.append(f"aggregator {aggregator!r}: highest prior on the support set")
 
     examples = [
@@ -114,7 +88,7 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
             id=support.question_ids[i],
             question=support.questions[i],
             family=support.families[i],
-            similarity=round(float(support.similarities[i]), 4),
+            similarity=round(float(support.similarities[i]), EXAMPLE_DIGITS),
         )
         for i in range(min(SUPPORT_EXAMPLES, len(support.question_ids)))
     ]
@@ -123,13 +97,16 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
         bank_size=support.bank_size,
         support_size=len(support.question_ids),
         threshold=float(support.threshold) if np.isfinite(support.threshold) else 0.0,
-        priors={name: round(float(v), 6) for name, v in zip(pool_names, priors, strict=True)},
+        # Full precision: prior drop samples from these (the trace rounds them).
+        priors={name: float(v) for name, v in zip(pool_names, priors, strict=True)},
         referencers=referencers,
         aggregator=aggregator,
-        k_requested=config.k,
+        aggregators=aggregators,
+        k_requested=settings.k,
         k_used=k_used,
         support_examples=examples,
         notes=notes,
+        skipped=skipped,
     )
     progress({"stage": "select_priors", "referencers": referencers, "aggregator": aggregator})
     return {
@@ -141,6 +118,10 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
         "candidates": Overwrite([]),
         "calls": Overwrite([]),
         "failures": Overwrite([]),
+        "skipped": Overwrite([]),
+        "run_notes": Overwrite([]),
+        "aggregator": aggregator,
+        "failing_over": False,
         "subsets": [],
     }
 

@@ -19,10 +19,18 @@ ROOT = Path(__file__).resolve().parents[2]
 SMCS = [sys.executable, "-m", "smcs_graph"]
 
 
-def smcs(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def smcs(
+    *args: str, timeout: float = 240, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
-        [*SMCS, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [*SMCS, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        input=stdin,
     )
 
 
@@ -44,9 +52,10 @@ def bank_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_ask_prints_the_full_trace_as_json(bank_path: Path) -> None:
-    proc = smcs(
+    question = "What is 9 plus 9? Reply with the number only."
+    proc = smcs(  # the question from standard input
         "ask",
-        "What is 9 plus 9? Reply with the number only.",
+        "-",
         "--pool",
         "examples/local_pool.yaml",
         "--bank",
@@ -54,9 +63,11 @@ def test_ask_prints_the_full_trace_as_json(bank_path: Path) -> None:
         "--set",
         "max_tokens=48",
         "--json",
+        stdin=question + "\n",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     trace = json.loads(proc.stdout)
+    assert trace["question"].strip() == question
     assert trace["referencers"] == ["qwen2.5-coder-0.5b", "smollm2-135m"]
     assert len(trace["references"]) == 2
     assert len(trace["candidates"]) == 3 and trace["perplexity_available"] is True

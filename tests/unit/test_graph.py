@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
+import numpy as np
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langgraph.checkpoint.memory import InMemorySaver
@@ -152,34 +152,62 @@ def test_seed_makes_subsets_reproducible(pool, bank, embedder) -> None:
     assert first == second
 
 
+# (3) consensus and sure: the hybrid score's pick, though neither term alone picks it.
+CONSENSUS_SURE = "The answer is 42 because 12 plus 30 is 42."
+# index: (text, logprob of every token). Index 0 is an outlier so that "take the first" fails.
+SCRIPTED_FUSIONS = {
+    0: ("Totally different words here", -0.01),  # outlier: the surest, unlike the others
+    1: ("The answer is 42.", -2.0),  # the consensus's centre, but unsure (PPL e^2)
+    2: (CONSENSUS_SURE, -0.1),
+    3: ("I think the answer is 42 here.", -0.4),
+}
+
+
 def test_hybrid_score_picks_the_consensus_with_low_perplexity(bank, embedder) -> None:
+    """Four distinct fusions: the most similar is unsure, the surest is an outlier; SMCS must
+    pick the one that is both consensual and sure, as eqs. 5-7 computed here by hand say."""
+    seed = 3
+
     def aggregator(messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
-        system = str(messages[0].content)
-        if "Candidate 1:" not in system:  # answering as a referencer
+        if "Candidate 1:" not in str(messages[0].content):  # answering as a referencer
             return AIMessage("The answer is 42.")
-        # the subset that left out the math model produces an outlier with high perplexity
-        if "The answer is 42." not in system:
-            return AIMessage(
-                "Totally different words here",
-                response_metadata={"logprobs": {"content": [{"token": "x", "logprob": -3.0}]}},
-            )
-        return AIMessage("The answer is 42.")
+        # aggregation i is called with seed + 1000 + i: a KeyError here means that changed
+        text, logprob = SCRIPTED_FUSIONS[kwargs["seed"] - seed - 1000]
+        content = [{"token": word, "logprob": logprob} for word in text.split()]
+        return AIMessage(text, response_metadata={"logprobs": {"content": content}})
 
     fakes = {
         "mathy": FakeChatModel(respond=aggregator),
         "histo": FakeChatModel(responses=["It began in 1789."]),
         "weak": FakeChatModel(responses=["I do not know."]),
     }
-    graph = compile_graph(make_pool(**fakes), bank, embedder, n_aggregations=8, seed=3)
+    graph = compile_graph(make_pool(**fakes), bank, embedder, n_aggregations=4, seed=seed)
     out = graph.invoke({"question": "What is 12 plus 30?"}, RUN)
     trace = out["trace"]
-    totals = [c["total"] for c in trace["candidates"]]
-    chosen = next(c for c in trace["candidates"] if c["chosen"])
-    assert chosen["total"] == max(totals)
-    assert out["answer"] == "The answer is 42."
-    outliers = [c for c in trace["candidates"] if c["text"].startswith("Totally")]
-    for c in outliers:
-        assert c["perplexity"] == pytest.approx(math.exp(3.0))
+    assert trace["aggregator"] == "mathy"
+    candidates = sorted(trace["candidates"], key=lambda c: c["index"])
+    assert [c["text"] for c in candidates] == [SCRIPTED_FUSIONS[i][0] for i in range(4)]
+
+    # eqs. 5-7 by hand: mean cosine to the other fusions, PPL = exp(-mean logprob)
+    texts = [SCRIPTED_FUSIONS[i][0] for i in range(4)]
+    vectors = np.asarray(embedder.embed(texts), dtype=np.float64)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosines = vectors @ vectors.T
+    similarity = (cosines.sum(axis=1) - np.diag(cosines)) / 3
+    perplexity = np.exp([-SCRIPTED_FUSIONS[i][1] for i in range(4)])
+    total = similarity + FAST.lam * (1 - perplexity)
+    # the premise: neither term alone picks the consensus-and-sure fusion
+    assert int(np.argmax(similarity)) == 1 and int(np.argmin(perplexity)) == 0
+    assert int(np.argmax(total)) == 2
+
+    assert [c["similarity"] for c in candidates] == pytest.approx(similarity, abs=1e-5)
+    assert [c["perplexity"] for c in candidates] == pytest.approx(perplexity, abs=1e-5)
+    assert [c["total"] for c in candidates] == pytest.approx(total, abs=1e-5)
+    outliers = [c for c in candidates if c["text"] != CONSENSUS_SURE]
+    assert len(outliers) == 3 and not any(c["chosen"] for c in outliers)
+    assert trace["chosen"] == 2 and candidates[2]["chosen"]
+    assert out["answer"] == CONSENSUS_SURE
+    assert out["messages"][-1].content == CONSENSUS_SURE
 
 
 def test_failing_referencer_is_left_out_and_named(bank, embedder) -> None:
@@ -255,7 +283,9 @@ def test_failed_aggregations_are_left_out_and_all_failed_raises(bank, embedder) 
     assert len(agg_failures) == 2 and len(out["trace"]["candidates"]) == 2
 
     broken = {**fakes, "weak": FakeChatModel(error=TimeoutError("slow"))}
-    graph = compile_graph(make_pool(**broken), bank, embedder, aggregator="weak")
+    graph = compile_graph(
+        make_pool(**broken), bank, embedder, aggregator="weak", require_fusion=True
+    )
     with pytest.raises(SMCSError, match="every aggregation failed"):
         graph.invoke({"question": "What is 12 plus 30?"}, RUN)
 
@@ -332,25 +362,24 @@ async def test_async_run_matches_sync(pool, bank, embedder) -> None:
 
 
 def test_parallel_branches_run_concurrently(bank, embedder) -> None:
+    """The 6 aggregations (all on one aggregator) are in flight at once: each waits at a
+    6-party barrier, which only opens when all 6 are waiting (a serial run breaks it)."""
     import threading
 
-    lock = threading.Lock()
-    active = {"now": 0, "peak": 0}
+    barrier = threading.Barrier(6, timeout=10)
+    passed: list[int] = []
 
-    def slow(messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
-        with lock:
-            active["now"] += 1
-            active["peak"] = max(active["peak"], active["now"])
-        time.sleep(0.2)
-        with lock:
-            active["now"] -= 1
+    def fuse(messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
+        if "Candidate 1:" in str(messages[0].content):
+            barrier.wait()  # BrokenBarrierError unless the other 5 arrive too
+            passed.append(1)
         return "The answer is 42."
 
-    fakes = {name: FakeChatModel(respond=slow) for name in ("mathy", "histo", "weak")}
+    fakes = {name: FakeChatModel(respond=fuse) for name in ("mathy", "histo", "weak")}
     graph = compile_graph(make_pool(**fakes), bank, embedder, n_aggregations=6)
-    graph.invoke({"question": "What is 12 plus 30?"}, RUN)
-    # the 6 aggregations (all on one aggregator) overlap: all were in flight at once
-    assert active["peak"] == 6
+    out = graph.invoke({"question": "What is 12 plus 30?"}, RUN)
+    assert not out["trace"]["failures"]
+    assert len(passed) == 6 and len(out["trace"]["candidates"]) == 6
 
 
 def test_shrunk_prior_rule_ranks_by_shrunk_support_accuracy(bank, embedder) -> None:
