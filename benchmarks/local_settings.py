@@ -38,7 +38,7 @@ BATCH_TOKENS = 96
 
 def _concurrency(model: str, requests: int) -> None:
     """`requests` concurrent calls (the aggregation map) three ways, side by side."""
-    from smcs_graph.local_models import LocalServerManager, local_chat_model
+    from smcs_graph.models.local import LocalServerManager, local_chat_model
 
     setups = {
         "queued on 1 server, 1 slot": {"parallel": 1, "replicas": 1},
@@ -77,7 +77,7 @@ def _concurrency(model: str, requests: int) -> None:
 
 
 def _smcs(questions: int, overrides: dict[str, Any]) -> None:
-    from smcs_graph.embedded import default_bank_path, default_graph, local_config
+    from smcs_graph.embedded.default import default_bank_path, default_graph, local_config
     from smcs_graph.questions import load_records
 
     config = local_config(**overrides)

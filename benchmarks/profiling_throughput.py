@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from smcs_graph import BankQuestion, HashingEmbedder, Pool, QuestionBank
-from smcs_graph.profiling import profile_pool
+from smcs_graph.offline.profiling import profile_pool
 from smcs_graph.questions import QuestionRecord
 from smcs_graph.testing import FakeChatModel
 

@@ -25,7 +25,7 @@ def _sizes(text: str) -> list[int]:
 
 def register(commands: Any) -> None:
     from smcs_graph.cli._common import add_bank_options, add_pool_options
-    from smcs_graph.evaluation.generation import DEFAULT_CONCURRENCY, METHODS
+    from smcs_graph.offline.evaluation.generation import DEFAULT_CONCURRENCY, METHODS
 
     methods = "\n".join(f"  {name:<14} {text}" for name, text in METHODS.items())
     parser = commands.add_parser(
@@ -121,8 +121,12 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from smcs_graph.cli import EXIT_FAILED, EXIT_OK
     from smcs_graph.cli._common import fail, load_pool, open_bank, run_settings
-    from smcs_graph.evaluation.generation import EvalOptions, evaluate
-    from smcs_graph.evaluation.generation_report import render_text, report_json, write_report
+    from smcs_graph.offline.evaluation.generation import EvalOptions, evaluate
+    from smcs_graph.offline.evaluation.generation_report import (
+        render_text,
+        report_json,
+        write_report,
+    )
     from smcs_graph.questions import QuestionFormatError, load_records
 
     try:

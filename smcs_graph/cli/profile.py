@@ -9,7 +9,7 @@ from typing import Any
 
 from smcs_graph.cli._common import add_bank_options, fail, open_bank
 from smcs_graph.errors import BankError, ConfigError
-from smcs_graph.profiling import DEFAULT_CONCURRENCY
+from smcs_graph.offline.profiling import DEFAULT_CONCURRENCY
 
 
 def register(commands: Any) -> None:
@@ -123,8 +123,8 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smcs_graph.cli import EXIT_FAILED, EXIT_OK
-    from smcs_graph.pool import Pool
-    from smcs_graph.profiling import profile_pool
+    from smcs_graph.models.pool import Pool
+    from smcs_graph.offline.profiling import profile_pool
 
     try:
         pool = Pool.from_file(args.pool)

@@ -20,7 +20,7 @@ import pytest
 
 from smcs_graph import BankQuestion, QuestionBank
 from smcs_graph.embedder import default_embedder
-from smcs_graph.evaluation.results import ResultStore
+from smcs_graph.offline.evaluation.results import ResultStore
 from smcs_graph.questions import QuestionRecord, save_records
 
 pytestmark = pytest.mark.integration
@@ -109,7 +109,7 @@ def eval_args(bank: Path, out: Path, *extra: str) -> list[str]:
 def count_calls(cache: Path) -> int:
     with sqlite3.connect(cache) as db:
         try:
-            return int(db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+            return int(db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
         except sqlite3.OperationalError:  # the table is not created yet
             return 0
 

@@ -9,8 +9,9 @@ import pytest
 
 from smcs_graph import BankQuestion, Pool, QuestionBank
 from smcs_graph.embedder import default_embedder
-from smcs_graph.graders import grade
-from smcs_graph.profiling import GenerationSettings, ResponseCache, profile_pool
+from smcs_graph.grading import grade
+from smcs_graph.offline.cache import ResponseCache
+from smcs_graph.offline.profiling import GenerationSettings, profile_pool, question_key
 from smcs_graph.questions import QuestionRecord, load_benchmark, load_humaneval, prompt_for
 
 pytestmark = pytest.mark.integration
@@ -96,9 +97,7 @@ def test_the_local_pool_profiles_a_small_bank_over_http(
         settings = GenerationSettings(max_tokens=MAX_TOKENS)
         for row, name in enumerate(names):
             for col, record in enumerate(records):
-                key = ResponseCache.key(
-                    name, record.id, record.question, prompt_for(record), settings
-                )
+                key = question_key(name, record.id, record.question, prompt_for(record), settings)
                 saved = cache.get(key)
                 assert saved is not None and saved.text.strip()
                 assert grade(record, saved.text).correct == bool(matrix[row, col])

@@ -9,7 +9,7 @@ import pytest
 
 from smcs_graph import BankQuestion, HashingEmbedder, QuestionBank
 from smcs_graph.cli import build_parser, main
-from smcs_graph.evaluation.generation import METHODS
+from smcs_graph.offline.evaluation.generation import METHODS
 from smcs_graph.questions import QuestionRecord, save_records
 
 POOL = """\

@@ -24,14 +24,13 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from smcs_graph import BankQuestion, ConfigError, HashingEmbedder, Pool, PoolModel, QuestionBank
-from smcs_graph.graders import Verdict
-from smcs_graph.profiling import (
-    CachedResponse,
+from smcs_graph.grading import Verdict
+from smcs_graph.offline.cache import CachedResponse, ResponseCache, is_transient
+from smcs_graph.offline.profiling import (
     GenerationSettings,
-    ResponseCache,
     aprofile_pool,
-    is_transient,
     profile_pool,
+    question_key,
 )
 from smcs_graph.questions import QuestionRecord, prompt_for
 from smcs_graph.testing import FakeChatModel
@@ -236,17 +235,19 @@ def test_cached_responses_are_regraded_when_the_bank_write_was_lost(tmp_path: Pa
     np.testing.assert_array_equal(bank.capability(["alpha"])[0], expected)
 
 
+def response(text: str, input_tokens: int, output_tokens: int) -> CachedResponse:
+    return CachedResponse(text, {"input_tokens": input_tokens, "output_tokens": output_tokens})
+
+
 def test_bulk_cache_reads_and_writes_match_single_ones(tmp_path: Path) -> None:
     with ResponseCache(tmp_path / "responses.sqlite") as cache:
-        cache.put_many(
-            [(f"k{i}", "m", f"q{i}", CachedResponse(f"text {i}", i, 2 * i)) for i in range(1200)]
-        )
-        cache.put_many([("k7", "m", "q7", CachedResponse("second", 0, 0))])  # the first is kept
+        cache.put_many([(f"k{i}", "m", response(f"text {i}", i, 2 * i)) for i in range(1200)])
+        cache.put_many([("k7", "m", response("second", 0, 0))])  # the first is kept
         keys = [f"k{i}" for i in range(0, 1300, 3)]  # past SQLite's bound parameters per query
         found = cache.get_many(keys)
         assert set(found) == {k for k in keys if int(k[1:]) < 1200}
         assert all(found[k] == cache.get(k) for k in found)
-        assert cache.get("k7") == CachedResponse("text 7", 7, 14)
+        assert cache.get("k7") == response("text 7", 7, 14)
         assert len(cache) == 1200
 
 
@@ -330,22 +331,22 @@ def test_the_default_cache_lies_beside_an_on_disk_bank(tmp_path: Path) -> None:
 
 def test_cache_keys_cover_model_question_prompt_and_settings(tmp_path: Path) -> None:
     base = GenerationSettings()
-    key = ResponseCache.key("m", "q1", "text", "prompt", base)
-    assert key == ResponseCache.key("m", "q1", "text", "prompt", GenerationSettings())
+    key = question_key("m", "q1", "text", "prompt", base)
+    assert key == question_key("m", "q1", "text", "prompt", GenerationSettings())
     for other in (
-        ResponseCache.key("n", "q1", "text", "prompt", base),
-        ResponseCache.key("m", "q2", "text", "prompt", base),
-        ResponseCache.key("m", "q1", "other text", "prompt", base),
-        ResponseCache.key("m", "q1", "text", "other prompt", base),
-        ResponseCache.key("m", "q1", "text", "prompt", GenerationSettings(temperature=0.5)),
-        ResponseCache.key("m", "q1", "text", "prompt", GenerationSettings(seed=1)),
-        ResponseCache.key("m", "q1", "text", "prompt", GenerationSettings(max_tokens=5)),
+        question_key("n", "q1", "text", "prompt", base),
+        question_key("m", "q2", "text", "prompt", base),
+        question_key("m", "q1", "other text", "prompt", base),
+        question_key("m", "q1", "text", "other prompt", base),
+        question_key("m", "q1", "text", "prompt", GenerationSettings(temperature=0.5)),
+        question_key("m", "q1", "text", "prompt", GenerationSettings(seed=1)),
+        question_key("m", "q1", "text", "prompt", GenerationSettings(max_tokens=5)),
     ):
         assert other != key
     path = tmp_path / "c.sqlite"
     with ResponseCache(path) as cache:
-        cache.put(key, "m", "q1", CachedResponse("first", 3, 2))
-        cache.put(key, "m", "q1", CachedResponse("second", 3, 2))  # the first one stays
+        cache.put(key, "m", response("first", 3, 2))
+        cache.put(key, "m", response("second", 3, 2))  # the first one stays
     with ResponseCache(path) as reopened:
         hit = reopened.get(key)
         assert hit is not None and hit.text == "first" and len(reopened) == 1
@@ -463,29 +464,41 @@ def test_transient_error_classification() -> None:
     assert not is_transient(ValueError("bad"))
 
 
+class _GatedModel(FakeChatModel):
+    """Calls wait until `target` calls were in flight at once (or 10 s pass), so the peak reaches
+    the limit by construction, not by overlapping sleeps; more than `target` at once shows too."""
+
+    target: int = 1
+    in_flight: int = 0
+    peak: int = 0
+
+    async def _agenerate(
+        self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> Any:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            for _ in range(2000):
+                if self.peak >= self.target:  # the limit was reached once: let the rest flow
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0)  # let any call beyond the limit start, if one could
+            return await super()._agenerate(messages, stop, run_manager, **kw)
+        finally:
+            self.in_flight -= 1
+
+
 def test_calls_in_flight_stay_within_the_concurrency_limit() -> None:
     bank = new_bank(mc_records(12))
-    in_flight = peak = 0
-
-    def enter(messages: list[BaseMessage], kwargs: dict[str, Any]) -> float:
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        return 0.02
-
-    def leave(messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
-        nonlocal in_flight
-        in_flight -= 1
-        return "The answer is (A)"
-
-    fake = FakeChatModel(latency_s=enter, respond=leave)
-    profile_pool(bank, Pool.from_chat_models({"m": fake}), concurrency=3, progress=False)
-    assert peak == 3
+    gated = _GatedModel(target=3, responses=["The answer is (A)"])
+    profile_pool(bank, Pool.from_chat_models({"m": gated}), concurrency=3, progress=False)
+    assert gated.peak == 3
     # Without --concurrency the pool entry's max_concurrency applies.
-    peak = 0
-    member = PoolModel(name="n", chat_model=fake, max_concurrency=2)
-    profile_pool(bank, Pool([member]), progress=False)
-    assert peak == 2
+    gated = _GatedModel(target=2, responses=["The answer is (A)"])
+    profile_pool(
+        bank, Pool([PoolModel(name="n", chat_model=gated, max_concurrency=2)]), progress=False
+    )
+    assert gated.peak == 2
 
 
 def test_bad_options_are_config_errors() -> None:
@@ -598,7 +611,7 @@ def test_a_sigkilled_profile_run_resumes_without_losing_or_repeating_results(
             (m, r.id)
             for m in models
             for r in records
-            if saved.get(ResponseCache.key(m, r.id, r.question, prompt_for(r), settings))
+            if saved.get(question_key(m, r.id, r.question, prompt_for(r), settings))
         }
     assert committed, "nothing was committed before the kill"
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from smcs_graph.errors import ConfigError
@@ -41,3 +42,18 @@ def open_wal(
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"cannot use {path} as {what}: {exc}; {hint}") from exc
     return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection, *, immediate: bool = False) -> Iterator[None]:
+    """One committed transaction of an autocommit connection; rolled back on any exception.
+
+    `immediate` takes the write lock at once (for a read-then-write that other processes race).
+    """
+    db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

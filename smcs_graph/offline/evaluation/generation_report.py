@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smcs_graph.evaluation.generation import METHODS, EvalRun
-from smcs_graph.evaluation.results import MethodResult
+from smcs_graph.offline.evaluation.generation import METHODS, EvalRun
+from smcs_graph.offline.evaluation.results import MethodResult
 
 __all__ = [
     "MethodSummary",
@@ -307,7 +307,7 @@ def report_json(run: EvalRun) -> dict[str, Any]:
 
 def write_report(run: EvalRun, out: str | Path) -> dict[str, Path]:
     """Write report.md, report.json and the PNG plots into `out`; returns their paths."""
-    from smcs_graph.evaluation import plots
+    from smcs_graph.offline.evaluation import plots
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)

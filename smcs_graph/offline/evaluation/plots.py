@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from smcs_graph.evaluation.generation_report import MethodSummary, ScalingPoint
+    from smcs_graph.offline.evaluation.generation_report import MethodSummary, ScalingPoint
 
 __all__ = ["accuracy_by_method", "accuracy_vs_cost", "scaling"]
 

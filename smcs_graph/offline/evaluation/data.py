@@ -1,9 +1,12 @@
-"""Replay inputs: questions with categories and a recorded capability matrix with its mask."""
+"""Replay inputs: questions with categories and a recorded capability matrix with its mask.
+
+Files are read as `smcs bank import` reads them (`smcs_graph.questions`: one question-file
+format, one matrix reader, one id join, one category rule), so a file pair that imports
+replays, and gives the same categories as the bank it imports into.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import string
 from collections.abc import Sequence
@@ -15,9 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from smcs_graph.errors import ConfigError
+from smcs_graph.questions import category_of, join_matrix, load_benchmark, read_matrix
 
 if TYPE_CHECKING:
-    from smcs_graph.bank import QuestionBank
+    from smcs_graph.bank.store import QuestionBank
 
 __all__ = [
     "BENCHMARKS_ENV",
@@ -46,7 +50,7 @@ def benchmarks_dir() -> Path:
     configured = os.environ.get(BENCHMARKS_ENV)
     if configured:
         return Path(configured).expanduser()
-    return Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
+    return Path(__file__).resolve().parents[3].parent / "shared" / "benchmarks"
 
 
 def query_text(question: str, options: Sequence[str] = (), mode: TextMode = "question") -> str:
@@ -93,12 +97,22 @@ class ReplayData:
         return [query_text(q, o, mode) for q, o in zip(self.questions, self.options, strict=True)]
 
 
-def load_replay_data(questions_path: str | Path, matrix_path: str | Path) -> ReplayData:
-    """Questions (JSONL: question_id, question, category, options?) and a correctness CSV.
+def load_replay_data(
+    questions_path: str | Path,
+    matrix_path: str | Path,
+    *,
+    id_column: str | None = None,
+    source: str | None = None,
+) -> ReplayData:
+    """A question file and a correctness CSV, read as `smcs bank import` reads them.
 
-    The CSV has a `question_id` column, then one column per model holding 1, 0 or empty (no
-    record). Rows are matched by question id; questions without a matrix row are dropped and
-    so are matrix rows without a question (a ConfigError if nothing matches).
+    The question file is any format `load_benchmark` reads (records JSONL, a benchmark file,
+    or the plain `question_id, question, category, options` rows), detected from its fields
+    unless `source` names it. The CSV has an id column (`id_column`, default `question_id` if
+    present, else the first) and one column per model holding 1, 0 or empty (no record). Rows
+    meet questions by full or dataset id, whichever matches more (`join_matrix`); questions
+    without a matrix row are dropped and so are matrix rows without a question (a ConfigError
+    if nothing matches). A question's category is `category_of` (category, else family).
     """
     qpath, mpath = Path(questions_path).expanduser(), Path(matrix_path).expanduser()
     for path, what in ((qpath, "questions file"), (mpath, "correctness matrix")):
@@ -107,74 +121,39 @@ def load_replay_data(questions_path: str | Path, matrix_path: str | Path) -> Rep
                 f"{what} not found: {path}; pass an existing file (the shared benchmarks live "
                 f"in ${BENCHMARKS_ENV}, default {benchmarks_dir()})"
             )
-    records: dict[str, tuple[str, str, list[str]]] = {}
-    with qpath.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                qid, text = str(row["question_id"]), str(row["question"])
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ConfigError(
-                    f"{qpath}:{number}: expected a JSON object with question_id and question "
-                    f"({exc})"
-                ) from exc
-            options = [str(o) for o in row.get("options") or []]
-            records[qid] = (text, str(row.get("category") or "general"), options)
-    with mpath.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header or header[0] != "question_id" or len(header) < 2:
-            raise ConfigError(f"{mpath}: the first line must be 'question_id,<model>,<model>,...'")
-        models = header[1:]
-        ids: list[str] = []
-        values: list[list[float]] = []
-        for number, row in enumerate(reader, start=2):
-            if len(row) != len(header):
-                raise ConfigError(
-                    f"{mpath}:{number}: {len(row)} fields, the header has {len(header)}"
-                )
-            if row[0] not in records:
-                continue
-            try:
-                values.append([_cell(v) for v in row[1:]])
-            except ValueError as exc:
-                raise ConfigError(f"{mpath}:{number}: {exc}") from exc
-            ids.append(row[0])
-    if not ids:
-        raise ConfigError(
-            f"no question id of {mpath} appears in {qpath}: check that both files describe the "
-            "same questions"
-        )
-    matrix = np.asarray(values, dtype=np.float64).T
-    measured = ~np.isnan(matrix)
+    try:
+        records = load_benchmark(qpath, source=source)
+    except ValueError as exc:  # QuestionFormatError names the file, row and format
+        raise ConfigError(str(exc)) from exc
+    matrix = read_matrix(mpath, id_column=id_column)
+    by_row = join_matrix(matrix.ids, records)
+    ids = [i for i in matrix.ids if i in by_row]
+    measured = np.array(
+        [[i in matrix.results[m] for i in ids] for m in matrix.models], dtype=bool
+    ).reshape(len(matrix.models), len(ids))
+    capability = np.array(
+        [[float(matrix.results[m].get(i, False)) for i in ids] for m in matrix.models],
+        dtype=np.float64,
+    ).reshape(len(matrix.models), len(ids))
+    questions = [by_row[i] for i in ids]
     return ReplayData(
         question_ids=ids,
-        questions=[records[i][0] for i in ids],
-        categories=[records[i][1] for i in ids],
-        models=models,
-        capability=np.where(measured, matrix, 0.0),
+        questions=[q.question for q in questions],
+        categories=[category_of(q) for q in questions],
+        models=list(matrix.models),
+        capability=capability,
         measured=measured,
-        options=[records[i][2] for i in ids],
+        options=[list(q.choices) for q in questions],
     )
-
-
-def _cell(value: str) -> float:
-    text = value.strip()
-    if text == "":
-        return float("nan")
-    if text in ("1", "1.0", "true", "True"):
-        return 1.0
-    if text in ("0", "0.0", "false", "False"):
-        return 0.0
-    raise ValueError(f"correctness must be 1, 0 or empty, got {value!r}")
 
 
 def replay_data_from_bank(
     bank: QuestionBank, models: Sequence[str] | None = None
 ) -> tuple[ReplayData, NDArray[np.float32]]:
-    """A bank's questions, families (as categories), capability matrix, and stored embeddings."""
+    """A bank's questions, categories (`category_of`: category, else family), capability
+    matrix, and stored embeddings."""
+    from smcs_graph.questions import category_of
+
     ids = bank.question_ids()
     chosen = list(models) if models is not None else bank.models
     if not ids or not chosen:
@@ -187,7 +166,7 @@ def replay_data_from_bank(
     data = ReplayData(
         question_ids=ids,
         questions=[q.question for q in questions],
-        categories=[q.family for q in questions],
+        categories=[category_of(q) for q in questions],
         models=chosen,
         capability=capability,
         measured=measured,

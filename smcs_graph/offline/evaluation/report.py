@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from smcs_graph.evaluation.replay import METHODS, ReplayReport
+from smcs_graph.offline.evaluation.replay import METHODS, ReplayReport
 
 __all__ = ["render_json", "render_markdown", "render_text"]
 

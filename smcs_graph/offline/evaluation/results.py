@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from smcs_graph._sqlite import open_wal
 from smcs_graph.errors import ConfigError
+from smcs_graph.offline._sqlite import open_wal, transaction
 
 __all__ = ["MethodResult", "ResultStore"]
 
@@ -101,16 +101,15 @@ class ResultStore:
     def put(self, result: MethodResult) -> None:
         """Commit one result (a stored result is kept) and clear its failure, if any."""
         payload = json.dumps(result.to_json(), ensure_ascii=False, default=str)
-        self._db.execute("BEGIN")
-        self._db.execute(
-            "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
-            (result.method, result.question_id, payload, time.time()),
-        )
-        self._db.execute(
-            "DELETE FROM failures WHERE method = ? AND question_id = ?",
-            (result.method, result.question_id),
-        )
-        self._db.execute("COMMIT")
+        with transaction(self._db):
+            self._db.execute(
+                "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?)",
+                (result.method, result.question_id, payload, time.time()),
+            )
+            self._db.execute(
+                "DELETE FROM failures WHERE method = ? AND question_id = ?",
+                (result.method, result.question_id),
+            )
 
     def fail(self, method: str, question_id: str, error: str) -> None:
         self._db.execute(
