@@ -57,7 +57,7 @@ def main() -> None:
     else:
         from _starter import local_pool, starter_bank
 
-        from smcs_graph.local_models import local_chat_model
+        from smcs_graph.models.local import local_chat_model
 
         pool, config = local_pool()
         bank = starter_bank(pool)

@@ -18,7 +18,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from smcs_graph.cli._render import render_progress, render_trace
-from smcs_graph.embedded import default_graph, local_config
+from smcs_graph.embedded.default import default_graph, local_config
 
 DEFAULT_QUESTION = "What is 17 times 3? Reply with the number only."
 

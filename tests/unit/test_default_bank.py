@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from smcs_graph import default_bank
-from smcs_graph.default_bank import (
+from smcs_graph.embedded import default_bank
+from smcs_graph.embedded.default_bank import (
     GENERATED_FILE,
     default_bank_records,
     default_split,
@@ -18,8 +18,8 @@ from smcs_graph.default_bank import (
     instruction_records,
     main,
 )
-from smcs_graph.graders import grade
-from smcs_graph.graders.reasoning_gym import (
+from smcs_graph.grading import grade
+from smcs_graph.grading.reasoning_gym import (
     extract_answer,
     generated_entry,
     grade_reasoning_gym,
@@ -162,7 +162,7 @@ def test_generating_instructions_leaves_the_global_random_state_alone() -> None:
 def test_instruction_constraints_are_feasible_and_compatible(
     records: list[QuestionRecord],
 ) -> None:
-    from smcs_graph.graders.instruction import instruction_registry
+    from smcs_graph.grading.instruction import instruction_registry
 
     instruction_registry()
     from if_verifiable.ifeval.instructions_registry import INSTRUCTION_CONFLICTS

