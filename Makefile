@@ -25,13 +25,13 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -p no:cacheprovider --benchmark-disable
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -ra -p no:cacheprovider --benchmark-disable
 
 unit: $(STAMP)
-	$(BIN)/pytest -q tests/unit
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -ra tests/unit
 
 integration: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q tests/integration
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -ra tests/integration
 
 format: $(STAMP)
 	$(BIN)/ruff format smcs_graph tests examples benchmarks

@@ -16,10 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from smcs_graph.bank_import import read_matrix
+from smcs_graph.bank.importer import read_matrix
 from smcs_graph.config import SMCSConfig
-from smcs_graph.embedded import MATRIX_FILE, local_config, local_model_names, open_default_bank
-from smcs_graph.local_models import LocalModelError, locate_parts
+from smcs_graph.embedded.default import (
+    MATRIX_FILE,
+    local_config,
+    local_model_names,
+    open_default_bank,
+)
+from smcs_graph.models.local import LocalModelError, locate_parts
 from smcs_graph.questions import load_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +87,6 @@ def test_default_bank_holds_the_committed_matrix_and_a_disjoint_test_split(defau
 
 
 def test_smcs_ask_runs_the_local_pool_on_the_default_bank(cache: Path, default_bank) -> None:
-    started = time.monotonic()
     done = subprocess.run(
         [str(BIN / "smcs"), "ask", "--json", "What is 15 + 27? Give the number."],
         capture_output=True,
@@ -111,7 +115,6 @@ def test_smcs_ask_runs_the_local_pool_on_the_default_bank(cache: Path, default_b
     lines = done.stderr.splitlines()
     first_reference = next(i for i, line in enumerate(lines) if "[referencer]" in line)
     assert first_reference < next(i for i, line in enumerate(lines) if "[aggregate]" in line)
-    assert time.monotonic() - started < 600
 
 
 def _free_port() -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ from numpy.typing import NDArray
 
 from smcs_graph import BankQuestion, HashingEmbedder, Pool, QuestionBank, SMCSConfig
 from smcs_graph.errors import ConfigError
-from smcs_graph.evaluation.calls import CallCache
-from smcs_graph.evaluation.generation import (
+from smcs_graph.grading import Verdict, grade
+from smcs_graph.offline.cache import ResponseCache
+from smcs_graph.offline.evaluation.generation import (
     EvalOptions,
     EvalRun,
     answer_key,
@@ -26,7 +29,7 @@ from smcs_graph.evaluation.generation import (
     majority_vote,
     rescore,
 )
-from smcs_graph.evaluation.generation_report import (
+from smcs_graph.offline.evaluation.generation_report import (
     render_markdown,
     render_text,
     report_json,
@@ -34,7 +37,6 @@ from smcs_graph.evaluation.generation_report import (
     summarize,
     write_report,
 )
-from smcs_graph.graders import Verdict, grade
 from smcs_graph.questions import QuestionRecord
 from smcs_graph.testing import FakeChatModel
 
@@ -203,19 +205,23 @@ def test_each_method_follows_its_definition(eval_bank: QuestionBank, tmp_path: P
     assert {routed[i] for i in NUMERIC_IDS} == {"calc"} and {routed[i] for i in CHOICE_IDS} == {
         "geo"
     }
-    # SMCS: retrieval picks calc (arithmetic) or geo (geography) as referencer and aggregator.
-    assert all(table["smcs"].values())
+    # SMCS: retrieval picks calc (arithmetic) or geo (geography) as referencer and aggregator
+    # (what SMCS then chooses among its fusions: test_smcs_records_the_fusion_the_score_chose).
     smcs = {r.question_id: r for r in result.results if r.method == "smcs"}
-    assert smcs[CHOICE_IDS[0]].detail["aggregator"] == "geo"
-    assert smcs[NUMERIC_IDS[0]].detail["referencers"][0] == "calc"
+    assert {smcs[i].detail["aggregator"] for i in CHOICE_IDS} == {"geo"}
+    assert {smcs[i].detail["aggregator"] for i in NUMERIC_IDS} == {"calc"}
+    assert all(smcs[i].detail["referencers"][0] == "calc" for i in NUMERIC_IDS)
     # MoA and Self-MoA aggregate with the best bank model (calc), which answers itself.
     assert table["moa"] == table["single:calc"] == table["self-moa"]
     # Majority over calc's samples; the vote over all models breaks the calc/geo tie by bank
     # rank, so calc's answers win everywhere (weak abstains).
     assert table["majority"] == table["single:calc"]
     assert table["vote-all"] == table["single:calc"]
-    # Ablations: rescoring a single-aggregator run changes nothing here; no prior drop runs.
-    assert table["no-prior-drop"] == table["smcs"]
+    # Ablations: no prior drop fuses all K references in every aggregation, SMCS K - 1.
+    for method, size in (("smcs", CONFIG.k - CONFIG.k_drop), ("no-prior-drop", CONFIG.k)):
+        runs = [r for r in result.results if r.method == method]
+        assert len(runs) == len(TEST_RECORDS)
+        assert {len(c["subset"]) for r in runs for c in r.detail["candidates"]} == {size}
     assert set(table["no-similarity"]) == set(table["no-perplexity"]) == set(table["smcs"])
     random_k = [r for r in result.results if r.method == "random-k"]
     assert len(random_k) == len(TEST_RECORDS)
@@ -273,7 +279,7 @@ def test_resume_after_an_interruption_makes_no_call_twice(
         run(eval_bank, tmp_path / "resumed", pool=pool)
     first = len(done)
     assert first == crash_after
-    partial = CallCache(tmp_path / "resumed" / "calls.sqlite")
+    partial = ResponseCache(tmp_path / "resumed" / "calls.sqlite")
     committed = len(partial)
     partial.close()
     assert 0 < committed <= first
@@ -477,3 +483,62 @@ def test_ablation_rescoring_picks_from_the_same_candidates_without_calls(
     assert changed > 0  # the ablations do choose differently on some question
     table = by_method(second)
     assert accuracy(table["no-perplexity"]) > accuracy(table["no-similarity"])
+
+
+def fusing_aggregator(name: str) -> FakeChatModel:
+    """Answers like `scripted('numeric')`; aggregating, it writes three different fusions of
+    each question in turn (per number of candidates it read): an outlier that is wrong and the
+    surest, the consensus unsure, and the consensus sure, which names how many it read."""
+    lock = threading.Lock()
+    turns: Counter[tuple[str, int]] = Counter()
+
+    def respond(messages: list[BaseMessage], kwargs: dict[str, Any]) -> Any:
+        prompt = _user_text(messages)
+        right, wrong = _solve(prompt)
+        if not isinstance(messages[0], SystemMessage):
+            return right if "plus" in prompt else wrong
+        read = len(re.findall(r"^Candidate \d+:$", str(messages[0].content), re.MULTILINE))
+        with lock:
+            turn = turns[prompt, read] % 3
+            turns[prompt, read] += 1
+        text, logprob = fusions(right, wrong, read)[turn]
+        content = [{"token": word, "logprob": logprob} for word in text.split()]
+        return AIMessage(content=text, response_metadata={"logprobs": {"content": content}})
+
+    return FakeChatModel(model_name=name, respond=respond)
+
+
+def fusions(right: str, wrong: str, read: int) -> list[tuple[str, float]]:
+    """(text, logprob of each token) of the three fusions `fusing_aggregator` writes."""
+    agreed = f"{right}. The candidates agree on it, and I checked each of them carefully"
+    return [(wrong, -0.01), (f"{agreed}.", -2.0), (f"{agreed} ({read} read).", -0.05)]
+
+
+def test_smcs_records_the_fusion_the_score_chose(eval_bank: QuestionBank, tmp_path: Path) -> None:
+    """SMCS answers with the fusion that is both consensual and sure (eq. 7), not a reference
+    and not the surest outlier; the ablations choose otherwise, observably."""
+    pool = make_pool()
+    pool["calc"].chat_model = fusing_aggregator("calc")
+    config = CONFIG.replace(k=3, n_aggregations=3, aggregator="calc")
+    methods = ("smcs", "no-prior-drop", "no-similarity", "no-perplexity")
+    result = run(eval_bank, tmp_path / "eval", pool=pool, config=config, methods=methods)
+    assert not result.failures
+    runs = {(r.method, r.question_id): r for r in result.results}
+    for record in TEST_RECORDS:
+        right, wrong = _solve(record.question)
+        for method, read in (("smcs", 2), ("no-prior-drop", 3)):
+            chosen = runs[method, record.id]
+            texts = {c["text"]: c for c in chosen.detail["candidates"]}
+            written = fusions(right, wrong, read)
+            assert set(texts) == {text for text, _ in written}  # the three fusions, each once
+            assert {len(c["subset"]) for c in texts.values()} == {read}
+            assert chosen.answer == written[2][0]  # consensual and sure
+            assert chosen.detail["chosen"] == texts[written[2][0]]["index"]
+            assert chosen.correct is True
+        # similarity alone picks the unsure centre of the consensus; perplexity alone picks
+        # the outlier, which is wrong
+        assert runs["no-perplexity", record.id].answer == fusions(right, wrong, 2)[1][0]
+        assert runs["no-similarity", record.id].answer == wrong
+        assert runs["no-similarity", record.id].correct is False
+    table = by_method(result)
+    assert accuracy(table["smcs"]) == 1.0 and accuracy(table["no-similarity"]) == 0.0
