@@ -163,7 +163,7 @@ def langgraph_dev(cache: Path, default_bank, tmp_path: Path) -> Iterator[str]:
         log.close()
 
 
-def test_langgraph_dev_serves_the_graph_and_streams_every_node(langgraph_dev: str) -> None:
+def test_langgraph_dev_serves_the_graph_and_the_openai_app(langgraph_dev: str) -> None:
     from langgraph_sdk import get_sync_client
 
     client = get_sync_client(url=langgraph_dev)
@@ -197,6 +197,19 @@ def test_langgraph_dev_serves_the_graph_and_streams_every_node(langgraph_dev: st
     assert final["trace"]["perplexity_available"] is True
     state = client.threads.get_state(thread["thread_id"])
     assert state["values"]["answer"] == final["answer"]
+
+    # The same process serves the OpenAI-compatible app (`http.app` in langgraph.json).
+    from openai import OpenAI
+
+    openai = OpenAI(base_url=f"{langgraph_dev}/v1", api_key="unused", max_retries=0, timeout=300)
+    assert [m.id for m in openai.models.list()] == ["smcs"]
+    completion = openai.chat.completions.create(
+        model="smcs",
+        messages=[{"role": "user", "content": "What is 6 times 7? Reply with the number only."}],
+        max_tokens=24,
+    )
+    assert completion.choices[0].message.content and completion.choices[0].message.content.strip()
+    assert completion.usage is not None and completion.usage.total_tokens > 0
 
 
 def test_smcs_eval_on_the_default_bank_with_the_local_pool(

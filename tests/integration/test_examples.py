@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from smcs_graph.embedded import local_config, local_model_names
+from smcs_graph.embedded.default import local_config, local_model_names
 
 pytestmark = pytest.mark.integration
 
