@@ -1,18 +1,20 @@
 """Filling a bank without calling any model: question files, recorded results, released banks.
 
 - `add_records`: question records into a bank, in chunks, with a progress line.
-- `import_matrix`: a CSV correctness matrix (a question id column, then one 0/1 column per
-  model; an empty cell means "not measured" and stays masked) joined with question records.
+- `import_matrix`: a CSV correctness matrix (`questions.matrix`: a question id column, then one
+  0/1 column per model; an empty cell means "not measured" and stays masked) joined with
+  question records.
 - `import_union_bank`: the SMCS authors' released union-bank JSON, a map
   `{id: {"question", "src", "model_res": {model: {"is_correct"}}, "embedding", ...}}`.
 
 Every import runs inside `QuestionBank.building()`: a killed import leaves the bank marked
-incomplete (it refuses to open) until the same import is rerun to the end.
+incomplete (it refuses to open) until the same import is rerun to the end. Questions keep their
+`family` and `category` as given; whatever groups them uses `questions.category_of` (the
+category, else the family).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import sys
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +30,13 @@ from smcs_graph.bank.records import BankQuestion
 from smcs_graph.bank.store import QuestionBank
 from smcs_graph.errors import ConfigError
 from smcs_graph.questions import QuestionRecord
+from smcs_graph.questions.matrix import (
+    CorrectnessMatrix,
+    JoinKey,
+    join_matrix,
+    native_id,
+    read_matrix,
+)
 
 __all__ = [
     "SOURCE_FAMILIES",
@@ -40,9 +49,6 @@ __all__ = [
     "native_id",
     "read_matrix",
 ]
-
-JoinKey = Literal["native", "id"]
-"""How matrix ids meet question records: the dataset's own id, or our full record id."""
 
 SOURCE_FAMILIES: dict[str, str] = {
     "mmlu_pro": "multiple_choice",
@@ -67,8 +73,6 @@ SOURCE_FAMILIES: dict[str, str] = {
 """Family of a union-bank record by its `src` (lowercase, '-' read as '_'); others: general."""
 
 _CHUNK = 512
-_TRUE = {"1", "1.0", "true", "True", "TRUE"}
-_FALSE = {"0", "0.0", "false", "False", "FALSE"}
 
 
 @dataclass
@@ -160,128 +164,30 @@ def add_records(
 # ---------------------------------------------------------------------- CSV matrix
 
 
-@dataclass
-class CorrectnessMatrix:
-    """A read correctness CSV: per model, the measured entries (question id -> correct)."""
-
-    ids: list[str]
-    models: list[str]
-    results: dict[str, dict[str, bool]]
-    masked: int
-
-
-def read_matrix(path: str | Path, *, id_column: str | None = None) -> CorrectnessMatrix:
-    """Read a CSV of a question id column and one 0/1 column per model (empty: not measured).
-
-    `id_column` names the id column (default: `question_id` if present, else the first).
-    Cells may be 0/1, 0.0/1.0 or true/false; anything else is an error naming its line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"matrix file not found: {path}; pass a CSV file")
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header:
-            raise ConfigError(f"{path}: the file is empty; expected a header row")
-        header = [h.strip() for h in header]
-        if id_column is None:
-            id_column = "question_id" if "question_id" in header else header[0]
-        if id_column not in header:
-            raise ConfigError(f"{path}: no id column {id_column!r}; columns: {header}")
-        id_at = header.index(id_column)
-        models = [h for i, h in enumerate(header) if i != id_at]
-        if not models:
-            raise ConfigError(f"{path}: no model columns after the id column {id_column!r}")
-        repeated = sorted({m for m in models if models.count(m) > 1 or not m})
-        if repeated:
-            raise ConfigError(
-                f"{path}: model column names must be unique and non-empty: {repeated}"
-            )
-        results: dict[str, dict[str, bool]] = {m: {} for m in models}
-        ids: list[str] = []
-        seen: set[str] = set()
-        masked = 0
-        for line, row in enumerate(reader, start=2):
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            if len(row) != len(header):
-                raise ConfigError(
-                    f"{path}, line {line}: {len(row)} cells but the header has {len(header)}"
-                )
-            qid = row[id_at].strip()
-            if not qid:
-                raise ConfigError(f"{path}, line {line}: empty question id")
-            if qid in seen:
-                raise ConfigError(f"{path}, line {line}: question id {qid!r} appears twice")
-            seen.add(qid)
-            ids.append(qid)
-            for i, cell in enumerate(row):
-                if i == id_at:
-                    continue
-                value = cell.strip()
-                model = header[i]
-                if not value:
-                    masked += 1
-                elif value in _TRUE:
-                    results[model][qid] = True
-                elif value in _FALSE:
-                    results[model][qid] = False
-                else:
-                    raise ConfigError(
-                        f"{path}, line {line}, column {model!r}: {value!r} is not 0, 1 or empty"
-                    )
-    return CorrectnessMatrix(ids, models, results, masked)
-
-
-def native_id(record: QuestionRecord) -> str:
-    """The dataset's own id of a record: its id without the '<source>/' prefix the loaders add
-    (e.g. MMLU-Pro `question_id` 70 for record `mmlu_pro/70`)."""
-    return record.id.split("/", 1)[1] if "/" in record.id else record.id
-
-
 def import_matrix(
     bank: QuestionBank,
     matrix: CorrectnessMatrix | str | Path,
     records: Sequence[QuestionRecord],
     *,
-    join: JoinKey = "native",
+    join: JoinKey = "auto",
     id_column: str | None = None,
     progress: bool = True,
 ) -> ImportReport:
     """Import a correctness matrix, joined with `records` on `join`, into `bank`.
 
-    join="native": matrix ids are the dataset's own ids (`native_id`); join="id": they are
-    the full record ids. Matched questions are added (embedded), then every non-empty cell is
-    recorded; empty cells are not written, so they stay masked (never counted as wrong).
+    join="id": matrix ids are the full record ids; "native": the dataset's own ids
+    (`native_id`); "auto" (default): whichever matches more rows. Matched questions are added
+    (embedded), then every non-empty cell is recorded; empty cells are not written, so they
+    stay masked (never counted as wrong). Files are read and joined before the bank is touched.
     """
     started = time.monotonic()
     if not isinstance(matrix, CorrectnessMatrix):
         matrix = read_matrix(matrix, id_column=id_column)
-    if join not in ("native", "id"):
-        raise ConfigError(f"join must be 'native' or 'id', got {join!r}")
-    key_of = native_id if join == "native" else (lambda r: r.id)
-    by_key: dict[str, QuestionRecord] = {}
-    for record in records:
-        key = key_of(record)
-        if key in by_key:
-            raise ConfigError(
-                f"two questions share the join key {key!r} ({by_key[key].id!r} and "
-                f"{record.id!r}); join on 'id' or import the files separately"
-            )
-        by_key[key] = record
-    matched = [by_key[i] for i in matrix.ids if i in by_key]
-    unmatched = [i for i in matrix.ids if i not in by_key]
-    if not matched:
-        other = "id" if join == "native" else "native"
-        raise ConfigError(
-            f"no matrix id matches a question (join on {join!r}: matrix ids like "
-            f"{matrix.ids[:3]} vs question keys like {list(by_key)[:3]}); check the question "
-            f"file, the id column, or join on {other!r}"
-        )
-    matched_keys = {key_of(r) for r in matched}
+    by_row = join_matrix(matrix.ids, records, join)
+    matched = list(by_row.values())
+    unmatched = [i for i in matrix.ids if i not in by_row]
     results = {
-        model: {by_key[k].id: v for k, v in cells.items() if k in matched_keys}
+        model: {by_row[k].id: v for k, v in cells.items() if k in by_row}
         for model, cells in matrix.results.items()
     }
     return _write(
@@ -294,7 +200,7 @@ def import_matrix(
         progress=progress,
         started=started,
         unmatched_rows=unmatched,
-        unmatched_questions=len(by_key) - len(matched),
+        unmatched_questions=len(records) - len(matched),
     )
 
 

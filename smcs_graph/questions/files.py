@@ -17,20 +17,27 @@ __all__ = ["load_records", "read_rows", "save_records"]
 def read_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
     """(row number, object) of a JSONL file, or of a JSON file holding a list of objects.
 
-    Either may be gzipped (`.gz`). Rows that are not JSON objects raise `QuestionFormatError`
-    naming the file and row.
+    Either may be gzipped (`.gz`). JSONL lines end at '\n' (a '\r' before it is dropped) and
+    nowhere else: U+0085 or U+2028 inside a JSON string is text, not a line break. Rows that
+    are not JSON objects raise `QuestionFormatError` naming the file and row.
     """
     if not path.is_file():
         raise FileNotFoundError(f"question file not found: {path}")
     opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        first = ""
-        while not first.strip():
-            first = handle.read(1)
-            if not first:
-                return
-        rest = handle.read()
-    text = first + rest
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as exc:
+        raise QuestionFormatError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r});"
+            " save the file as UTF-8"
+        ) from exc
+    except (OSError, EOFError) as exc:  # unreadable, or a truncated .gz
+        raise QuestionFormatError(f"{path}: cannot read the file ({exc})") from exc
+    stripped = text.lstrip()
+    if not stripped:
+        return
+    first = stripped[0]
     if first == "[":
         try:
             rows = json.loads(text)
@@ -39,7 +46,8 @@ def read_rows(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
         for number, row in enumerate(rows, start=1):
             yield number, _object(path, number, row)
         return
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:

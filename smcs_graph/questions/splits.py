@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from smcs_graph.questions.records import QuestionRecord
+from smcs_graph.questions.records import QuestionRecord, category_of
 
 __all__ = ["split_bank_test"]
 
@@ -18,6 +18,10 @@ def split_bank_test(
     stratify_by: str | None = "category",
 ) -> tuple[list[QuestionRecord], list[QuestionRecord]]:
     """(bank, test): a seeded split, stratified by a record field, in the records' order.
+
+    `stratify_by="category"` (the default) stratifies by `category_of` (the category if set,
+    else the family), the rule every grouping of questions follows; another field name
+    stratifies by that field as it is; None does not stratify.
 
     Each stratum gives its share of the `round(len * test_fraction)` test questions (largest
     remainders first); which ones is decided by a SHA-256 of the seed and id, so the split is
@@ -35,7 +39,10 @@ def split_bank_test(
         raise ValueError("question ids must be unique to split a set of questions")
     strata: dict[str, list[QuestionRecord]] = {}
     for record in records:
-        key = str(getattr(record, stratify_by)) if stratify_by else ""
+        if stratify_by == "category":
+            key = category_of(record)
+        else:
+            key = str(getattr(record, stratify_by)) if stratify_by else ""
         strata.setdefault(key, []).append(record)
     total = round(len(records) * test_fraction)
     quotas = {key: len(members) * test_fraction for key, members in strata.items()}

@@ -264,3 +264,58 @@ def test_import_of_the_29_model_mmlu_pro_matrix(tmp_path: Path) -> None:
         assert any(info["coverage"][m] < MMLU_LIMIT for m in columns)
         assert info["families"] == {"multiple_choice": MMLU_LIMIT}
         assert "" not in info["categories"]  # every MMLU-Pro question keeps its category
+
+
+def _readme_commands(section: str, *prefixes: str) -> list[list[str]]:
+    """The commands of a README section's bash blocks that start with one of `prefixes`."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    commands: list[list[str]] = []
+    for block in body.split("```bash\n")[1:]:
+        script = block.split("```", 1)[0].replace("\\\n", " ")
+        for line in script.splitlines():
+            words = shlex.split(line, comments=True)
+            if words and any(" ".join(words).startswith(p) for p in prefixes):
+                commands.append(words)
+    return commands
+
+
+def test_the_bring_your_own_data_example_runs_as_documented(tmp_path: Path) -> None:
+    # The README's commands, word for word, in a folder holding a copy of examples/byod.
+    import shutil
+
+    shutil.copytree(ROOT / "examples" / "byod", tmp_path / "examples" / "byod")
+    commands = _readme_commands("Bring your own data", "smcs bank import", "smcs replay")
+    assert [c[:2] for c in commands] == [["smcs", "bank"], ["smcs", "replay"], ["smcs", "replay"]]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "SMCS_EMBEDDING_CACHE": str(tmp_path / "cache"),
+        "PYTHONPATH": str(ROOT),
+    }
+    outputs = []
+    for words in commands:
+        done = subprocess.run(
+            [sys.executable, "-m", "smcs_graph", *words[1:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, (words, done.stderr[-2000:])
+        outputs.append(done.stdout)
+    imported, from_bank, from_files = outputs
+    matrix = (ROOT / "examples" / "byod" / "results.csv").read_text().splitlines()
+    empty = sum(line.split(",")[1:].count("") for line in matrix[1:])
+    assert f"imported {len(matrix) - 1} question(s)" in imported
+    assert f"{empty} empty cell(s) left masked" in imported
+    assert "had no question" not in imported and "no matrix row" not in imported
+    for report in (from_bank, from_files):
+        # three categories (the records' own), not the two grader families
+        assert f"{len(matrix) - 1} questions, 3 categories, 3 models" in report
+        assert "per-category router" in report and "RPS (paper rule)" in report
+    with QuestionBank.open(tmp_path / "byod-bank", default_embedder(), create=False) as bank:
+        assert bank.info()["categories"] == {"arithmetic": 16, "geography": 16, "python": 16}

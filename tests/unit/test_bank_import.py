@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from smcs_graph import BankError, BankQuestion, ConfigError, HashingEmbedder, QuestionBank
-from smcs_graph.bank_import import (
+from smcs_graph.bank.importer import (
     add_records,
     import_matrix,
     import_union_bank,
@@ -186,8 +186,14 @@ def test_matrix_join_on_full_ids_and_a_named_id_column(bank: QuestionBank, tmp_p
     report = import_matrix(bank, csv, records(2), join="id", id_column="qid", progress=False)
     assert report.models == ["alpha"] and report.results == 2
     full_ids = write_matrix(tmp_path / "full.csv", "question_id,alpha\ntoy/0,1\n")
+    with pytest.raises(ConfigError, match=r"no matrix id matches.*join on 'native'"):
+        import_matrix(bank, full_ids, records(2), join="native", progress=False)  # '0', '1'
+    # the default join takes whichever of the two matches more rows: here the full ids
+    assert import_matrix(bank, full_ids, records(2), progress=False).results == 1
+    native = write_matrix(tmp_path / "native.csv", "question_id,alpha\n0,1\n1,0\n")
+    assert import_matrix(bank, native, records(2), progress=False).results == 2
     with pytest.raises(ConfigError, match=r"no matrix id matches.*join on 'id'"):
-        import_matrix(bank, full_ids, records(2), progress=False)  # native ids are '0', '1'
+        import_matrix(bank, native, records(2), join="id", progress=False)
 
 
 def test_matrix_errors_name_the_line(tmp_path: Path) -> None:

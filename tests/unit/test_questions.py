@@ -19,6 +19,7 @@ from smcs_graph.questions import (
     load_humaneval,
     load_records,
     prompt_for,
+    read_rows,
     save_records,
     split_bank_test,
 )
@@ -328,3 +329,17 @@ def test_hugging_face_errors_say_what_to_do(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
     with pytest.raises(RuntimeError, match="needs a network connection"):
         load_huggingface("openai/gsm8k", "test")
+
+
+def test_a_question_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(
+        '{"id": "q1", "family": "math", "question": "Combien font 2 × 2 ?"}\n'.encode("latin-1")
+    )
+    with pytest.raises(
+        QuestionFormatError, match=r"latin1\.jsonl: not UTF-8 text .*save the file as UTF-8"
+    ):
+        list(read_rows(path))
+    bom = tmp_path / "bom.jsonl"  # a byte-order mark (Windows editors) is no error
+    bom.write_bytes(b"\xef\xbb\xbf" + b'{"id": "q1"}\n')
+    assert [row for _, row in read_rows(bom)] == [{"id": "q1"}]
