@@ -69,6 +69,9 @@ class FakeChatModel(BaseChatModel):
         return float(self.latency_s)
 
     def _reply(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> ChatResult:
+        """The call's reply, logged in `calls`; `error`, when set, is raised instead."""
+        if self.error is not None:
+            raise self.error
         with self._lock:
             self._calls.append({"messages": messages, "kwargs": kwargs})
             while len(self._calls) > self.call_log_size:
@@ -112,8 +115,6 @@ class FakeChatModel(BaseChatModel):
         delay = self._delay(messages, kwargs)
         if delay:
             time.sleep(delay)
-        if self.error is not None:
-            raise self.error
         return self._reply(messages, kwargs)
 
     async def _agenerate(
@@ -126,8 +127,6 @@ class FakeChatModel(BaseChatModel):
         delay = self._delay(messages, kwargs)
         if delay:
             await asyncio.sleep(delay)
-        if self.error is not None:
-            raise self.error
         return self._reply(messages, kwargs)
 
     def bind_tools(

@@ -26,9 +26,7 @@ __all__ = [
 def cosine_similarities(query: ArrayLike, bank: ArrayLike) -> NDArray[np.float64]:
     """RPS step 1: S_i = cos(query, bank_i), the similarities eqs. 3-4 use (zero vectors -> 0)."""
     q = vector(query, "query")
-    b = np.asarray(bank, dtype=np.float64)
-    if b.ndim != 2:
-        raise ValueError(f"bank must be 2-D (N, d), got shape {b.shape}")
+    b = _matrix(bank, "bank", "(N, d)")
     if b.shape[1] != q.shape[0]:
         raise ValueError(
             f"query has dimension {q.shape[0]} but bank rows have dimension {b.shape[1]}"
@@ -36,6 +34,14 @@ def cosine_similarities(query: ArrayLike, bank: ArrayLike) -> NDArray[np.float64
     sims: NDArray[np.float64] = unit_rows(b) @ unit_rows(q)
     # Rounding can push |cos| a hair past 1.
     return np.clip(sims, -1.0, 1.0)
+
+
+def _matrix(value: ArrayLike, name: str, axes: str) -> NDArray[np.float64]:
+    """`value` as a 2-D float array; ValueError naming its `axes` if it is not 2-D."""
+    out = np.asarray(value, dtype=np.float64)
+    if out.ndim != 2:
+        raise ValueError(f"{name} must be 2-D {axes}, got shape {out.shape}")
+    return out
 
 
 def _thresholds(
@@ -142,9 +148,7 @@ def prior_scores(
     """
     sims, single = rows(similarities, "similarities")
     reject_nan(sims, "similarities")
-    cap = np.asarray(capability, dtype=np.float64)
-    if cap.ndim != 2:
-        raise ValueError(f"capability must be 2-D (R, n), got shape {cap.shape}")
+    cap = _matrix(capability, "capability", "(R, n)")
     if cap.shape[1] != sims.shape[1]:
         raise ValueError(
             f"capability has {cap.shape[1]} columns but similarities has {sims.shape[1]} "

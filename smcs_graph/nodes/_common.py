@@ -1,9 +1,12 @@
 """What every node shares: the services it calls, the run's settings, and one guarded model call.
 
-A model call (`call_model`, `acall_model`) waits for an endpoint slot, calls the model and
-records tokens, cost, time and outcome, all under one deadline (`call_deadline`), at which it
-is cancelled (`nodes/_deadline.py`). Its outcome feeds the model's circuit breaker
-(`PoolModel.health`), which `select_priors` reads.
+A model call (`ModelCall`, run by `call_model` or `acall_model`) waits for an endpoint slot,
+calls the model and records tokens, cost, time and outcome, all under one deadline
+(`call_deadline`), at which it is cancelled (`nodes/_deadline.py`). Its outcome feeds the
+model's circuit breaker (`PoolModel.health`), which `select_priors` reads.
+
+Every node runs natively under both `invoke` and `ainvoke` (`dual_node`): `model_call_node`
+builds the two that call a model, `threaded_node` those whose body blocks.
 """
 
 from __future__ import annotations
@@ -172,6 +175,26 @@ def _as_ai_message(result: Any, model_name: str) -> AIMessage:
 
 
 @dataclass(frozen=True)
+class ModelCall:
+    """One model call of a stage: `index` numbers it within the stage (a referencer's rank, an
+    aggregation's index), `timeout` is the stage's timeout setting and `model` the runnable to
+    call (None: `member.chat_model`; e.g. one with tools bound)."""
+
+    stage: str
+    member: PoolModel
+    index: int
+    messages: Sequence[BaseMessage]
+    kwargs: Mapping[str, Any]
+    timeout: float | None
+    config: RunnableConfig | None
+    model: Any = None
+
+    @property
+    def runnable(self) -> Any:
+        return self.model if self.model is not None else self.member.chat_model
+
+
+@dataclass(frozen=True)
 class CallOutcome:
     message: AIMessage | None
     record: CallRecord
@@ -179,19 +202,18 @@ class CallOutcome:
 
 
 def _outcome(
-    stage: str,
-    member: PoolModel,
-    index: int,
+    call: ModelCall,
     started: float,
     message: AIMessage | None,
     error: BaseException | None,
     deadline: float | None,
 ) -> CallOutcome:
+    member = call.member
     usage: Mapping[str, Any] = (message.usage_metadata if message is not None else None) or {}
     record = CallRecord(
-        stage=stage,
+        stage=call.stage,
         model=member.name,
-        index=index,
+        index=call.index,
         input_tokens=int(usage.get("input_tokens", 0)),
         output_tokens=int(usage.get("output_tokens", 0)),
         total_tokens=int(usage.get("total_tokens", 0)),
@@ -202,112 +224,106 @@ def _outcome(
     failure = None
     if error is not None:
         record["error"] = describe_error(error, member, deadline)
-        failure = Failure(stage=stage, model=member.name, index=index, error=record["error"])
+        failure = Failure(
+            stage=call.stage, model=member.name, index=call.index, error=record["error"]
+        )
     if not isinstance(error, CallCancelled):  # an interrupt says nothing about the model
         member.health.record(failure["error"] if failure else None)
     return CallOutcome(message, record, failure)
 
 
-async def _guarded(
-    member: PoolModel,
-    runnable: Any,
-    messages: list[BaseMessage],
-    kwargs: Mapping[str, Any],
-    config: RunnableConfig | None,
-    deadline: float | None,
-) -> Any:
+async def _guarded(call: ModelCall, deadline: float | None) -> Any:
     """The call itself: slot, model, release; cancelled at the deadline."""
+    member, messages = call.member, list(call.messages)
     async with asyncio.timeout(deadline):
         await acquire_slot(member.slots)
         try:
             if async_native(member.chat_model):
-                return await runnable.ainvoke(messages, config=config, **kwargs)
+                return await call.runnable.ainvoke(messages, config=call.config, **call.kwargs)
             # No async implementation: a thread of its own, left behind at the deadline.
-            future = in_own_thread(runnable.invoke, messages, config=config, **kwargs)
+            future = in_own_thread(
+                call.runnable.invoke, messages, config=call.config, **call.kwargs
+            )
             return await asyncio.wrap_future(future)
         finally:
             if member.slots is not None:
                 member.slots.release()
 
 
-async def acall_model(
-    stage: str,
-    member: PoolModel,
-    index: int,
-    messages: Sequence[BaseMessage],
-    kwargs: Mapping[str, Any],
-    timeout: float | None,
-    config: RunnableConfig | None,
-    model: Any = None,
-) -> CallOutcome:
+async def acall_model(call: ModelCall) -> CallOutcome:
     """One guarded call: endpoint slot, the call and the client's retries, all within one
     deadline (`call_deadline(member, timeout)`), then usage, cost and the breaker's record."""
-    runnable = model if model is not None else member.chat_model
-    deadline = call_deadline(member, timeout)
+    deadline = call_deadline(call.member, call.timeout)
     started = time.perf_counter()
     try:
-        result = await _guarded(member, runnable, list(messages), kwargs, config, deadline)
-        message = _as_ai_message(result, member.name)
+        message = _as_ai_message(await _guarded(call, deadline), call.member.name)
     except Exception as exc:  # a failing model is recorded, never fatal by itself
-        return _outcome(stage, member, index, started, None, exc, deadline)
-    return _outcome(stage, member, index, started, message, None, deadline)
+        return _outcome(call, started, None, exc, deadline)
+    return _outcome(call, started, message, None, deadline)
 
 
-def _invoke_holding_slot(
-    member: PoolModel,
-    runnable: Any,
-    messages: list[BaseMessage],
-    kwargs: Mapping[str, Any],
-    config: RunnableConfig | None,
-    deadline: float | None,
-) -> Any:
+def _invoke_holding_slot(call: ModelCall, deadline: float | None) -> Any:
     """A sync call on its own thread: the slot is held until the call really ends."""
-    if member.slots is not None and not member.slots.acquire(timeout=deadline):
+    slots = call.member.slots
+    if slots is not None and not slots.acquire(timeout=deadline):
         raise TimeoutError("no endpoint slot came free")
     try:
-        return runnable.invoke(messages, config=config, **kwargs)
+        return call.runnable.invoke(list(call.messages), config=call.config, **call.kwargs)
     finally:
-        if member.slots is not None:
-            member.slots.release()
+        if slots is not None:
+            slots.release()
 
 
-def call_model(
-    stage: str,
-    member: PoolModel,
-    index: int,
-    messages: Sequence[BaseMessage],
-    kwargs: Mapping[str, Any],
-    timeout: float | None,
-    config: RunnableConfig | None,
-    model: Any = None,
-) -> CallOutcome:
+def call_model(call: ModelCall) -> CallOutcome:
     """The sync twin of `acall_model`. OpenAI-compatible clients: the same coroutine, on the
     private call loop (cancelled at the deadline); other models: `invoke` on a thread of its
     own, waited for up to the deadline (see `nodes/_deadline.py`)."""
     started = time.perf_counter()
-    if cancellable(member.chat_model):
-        coro = acall_model(stage, member, index, messages, kwargs, timeout, config, model)
+    if cancellable(call.member.chat_model):
         try:
-            return run_sync(coro)
+            return run_sync(acall_model(call))
         except CallCancelled as exc:  # refused or cancelled on the way (interrupt, exit)
-            return _outcome(stage, member, index, started, None, exc, None)
-    runnable = model if model is not None else member.chat_model
-    deadline = call_deadline(member, timeout)
+            return _outcome(call, started, None, exc, None)
+    deadline = call_deadline(call.member, call.timeout)
     try:
-        result = wait_in_thread(
-            deadline,
-            _invoke_holding_slot,
-            member,
-            runnable,
-            list(messages),
-            kwargs,
-            config,
-            deadline,
-        )
-        message = _as_ai_message(result, member.name)
+        result = wait_in_thread(deadline, _invoke_holding_slot, call, deadline)
+        message = _as_ai_message(result, call.member.name)
     except Exception as exc:  # a failing model is recorded, never fatal by itself
-        return _outcome(stage, member, index, started, None, exc, deadline)
-    return _outcome(stage, member, index, started, message, None, deadline)
+        return _outcome(call, started, None, exc, deadline)
+    return _outcome(call, started, message, None, deadline)
+
+
+def model_call_node(
+    name: str,
+    prepare: Callable[[Any, RunnableConfig], ModelCall],
+    finish: Callable[[Any, CallOutcome], dict[str, Any]],
+) -> RunnableLambda[Any, dict[str, Any]]:
+    """A node that makes one model call per task: `prepare(task, config)` says which, and
+    `finish(task, outcome)` turns its outcome into the state update; `invoke` runs the call
+    with `call_model`, `ainvoke` with `acall_model`."""
+
+    def node(task: Any, config: RunnableConfig) -> dict[str, Any]:
+        return finish(task, call_model(prepare(task, config)))
+
+    async def anode(task: Any, config: RunnableConfig) -> dict[str, Any]:
+        return finish(task, await acall_model(prepare(task, config)))
+
+    return dual_node(node, anode, name)
+
+
+def threaded_node(
+    name: str, body: Callable[[Services, SMCSState], dict[str, Any]], services: Services
+) -> RunnableLambda[Any, dict[str, Any]]:
+    """A node whose body blocks (embedding, Chroma, numpy): `invoke` runs it as is, `ainvoke`
+    on a worker thread, off the event loop (e.g. the LangGraph dev server's)."""
+
+    def node(state: SMCSState) -> dict[str, Any]:
+        return body(services, state)
+
+    async def anode(state: SMCSState) -> dict[str, Any]:
+        return await asyncio.to_thread(body, services, state)
+
+    return dual_node(node, anode, name)
 
 
 def child_config(config: RunnableConfig | None, stage: str, model: str) -> RunnableConfig:

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
 from smcs_graph import core
-from smcs_graph.models import PoolModel
 from smcs_graph.nodes._common import (
     CallOutcome,
+    ModelCall,
     Services,
-    acall_model,
-    call_model,
     child_config,
-    dual_node,
+    model_call_node,
     progress,
     run_settings,
 )
@@ -27,9 +26,7 @@ SEED_OFFSET = 1000
 (r < K): with a seed, no aggregation repeats a referencer's sample."""
 
 
-def _prepare(
-    services: Services, task: AggregationTask
-) -> tuple[PoolModel, Any, dict[str, Any], list[Any], float | None]:
+def _call(services: Services, task: AggregationTask, config: RunnableConfig) -> ModelCall:
     settings = run_settings(services)
     member = services.pool[task["aggregator"]]
     model: Any = member.chat_model
@@ -41,7 +38,16 @@ def _prepare(
         # score's perplexity term needs them.
         kwargs["logprobs"] = True
     messages = aggregation_messages(task["messages"], [r["text"] for r in task["references"]])
-    return member, model, kwargs, messages, settings.aggregation_timeout_s
+    return ModelCall(
+        STAGE,
+        member,
+        task["index"],
+        messages,
+        kwargs,
+        settings.aggregation_timeout_s,
+        child_config(config, STAGE, member.name),
+        model=model,
+    )
 
 
 def _update(task: AggregationTask, outcome: CallOutcome) -> dict[str, Any]:
@@ -66,32 +72,4 @@ def _update(task: AggregationTask, outcome: CallOutcome) -> dict[str, Any]:
 
 
 def make_aggregate(services: Services) -> Any:
-    def aggregate(task: AggregationTask, config: RunnableConfig) -> dict[str, Any]:
-        member, model, kwargs, messages, timeout = _prepare(services, task)
-        outcome = call_model(
-            STAGE,
-            member,
-            task["index"],
-            messages,
-            kwargs,
-            timeout,
-            child_config(config, STAGE, member.name),
-            model=model,
-        )
-        return _update(task, outcome)
-
-    async def aaggregate(task: AggregationTask, config: RunnableConfig) -> dict[str, Any]:
-        member, model, kwargs, messages, timeout = _prepare(services, task)
-        outcome = await acall_model(
-            STAGE,
-            member,
-            task["index"],
-            messages,
-            kwargs,
-            timeout,
-            child_config(config, STAGE, member.name),
-            model=model,
-        )
-        return _update(task, outcome)
-
-    return dual_node(aggregate, aaggregate, "aggregate")
+    return model_call_node(STAGE, functools.partial(_call, services), _update)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -10,11 +11,10 @@ from smcs_graph._input import message_text
 from smcs_graph.nodes._common import (
     EMPTY_ANSWER,
     CallOutcome,
+    ModelCall,
     Services,
-    acall_model,
-    call_model,
     child_config,
-    dual_node,
+    model_call_node,
     progress,
     run_settings,
 )
@@ -63,33 +63,19 @@ def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
     return update
 
 
+def _call(services: Services, task: ReferencerTask, config: RunnableConfig) -> ModelCall:
+    settings = run_settings(services)
+    member = services.pool[task["model"]]
+    return ModelCall(
+        STAGE,
+        member,
+        task["rank"],
+        task["messages"],
+        member.call_kwargs(settings, seed_offset=task["rank"]),
+        settings.referencer_timeout_s,
+        child_config(config, STAGE, member.name),
+    )
+
+
 def make_referencer(services: Services) -> Any:
-    def referencer(task: ReferencerTask, config: RunnableConfig) -> dict[str, Any]:
-        settings = run_settings(services)
-        member = services.pool[task["model"]]
-        outcome = call_model(
-            STAGE,
-            member,
-            task["rank"],
-            task["messages"],
-            member.call_kwargs(settings, seed_offset=task["rank"]),
-            settings.referencer_timeout_s,
-            child_config(config, STAGE, member.name),
-        )
-        return _update(task, outcome)
-
-    async def areferencer(task: ReferencerTask, config: RunnableConfig) -> dict[str, Any]:
-        settings = run_settings(services)
-        member = services.pool[task["model"]]
-        outcome = await acall_model(
-            STAGE,
-            member,
-            task["rank"],
-            task["messages"],
-            member.call_kwargs(settings, seed_offset=task["rank"]),
-            settings.referencer_timeout_s,
-            child_config(config, STAGE, member.name),
-        )
-        return _update(task, outcome)
-
-    return dual_node(referencer, areferencer, "referencer")
+    return model_call_node(STAGE, functools.partial(_call, services), _update)

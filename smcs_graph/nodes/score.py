@@ -8,7 +8,6 @@ is left it answers with the top-prior reference and says so in the trace (`fallb
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import warnings
@@ -25,11 +24,11 @@ from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import SMCSError
 from smcs_graph.nodes._common import (
     Services,
-    dual_node,
     failure_summary,
     next_aggregator,
     progress,
     run_settings,
+    threaded_node,
 )
 from smcs_graph.state import TRACE_DIGITS, CallRecord, Candidate, Skip, SMCSState
 
@@ -252,10 +251,4 @@ def _score(services: Services, state: SMCSState) -> dict[str, Any]:
 
 
 def make_score(services: Services) -> Any:
-    def score(state: SMCSState) -> dict[str, Any]:
-        return _score(services, state)
-
-    async def ascore(state: SMCSState) -> dict[str, Any]:
-        return await asyncio.to_thread(_score, services, state)
-
-    return dual_node(score, ascore, "score")
+    return threaded_node("score", _score, services)

@@ -7,7 +7,6 @@ over and why. When every model is passed over, the breaker is ignored for the ru
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ from langgraph.types import Overwrite, Send
 from smcs_graph import core
 from smcs_graph._input import conversation, retrieval_query
 from smcs_graph.errors import ConfigError
-from smcs_graph.nodes._common import Services, dual_node, progress, run_settings
+from smcs_graph.nodes._common import Services, progress, run_settings, threaded_node
 from smcs_graph.selection import prior_selection
 from smcs_graph.state import ReferencerTask, Selection, Skip, SMCSState, SupportExample
 
@@ -127,14 +126,7 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
 
 
 def make_select_priors(services: Services) -> Any:
-    def select_priors(state: SMCSState) -> dict[str, Any]:
-        return _select(services, state)
-
-    async def aselect_priors(state: SMCSState) -> dict[str, Any]:
-        # Embedding and Chroma block: keep them off the event loop (LangGraph dev server).
-        return await asyncio.to_thread(_select, services, state)
-
-    return dual_node(select_priors, aselect_priors, "select_priors")
+    return threaded_node("select_priors", _select, services)
 
 
 def send_referencers(state: SMCSState) -> list[Send]:

@@ -51,7 +51,7 @@ from smcs_graph.errors import SMCSError
 from smcs_graph.grading import Verdict, grade
 from smcs_graph.graph import build_graph
 from smcs_graph.models.pool import Pool
-from smcs_graph.nodes._common import acall_model
+from smcs_graph.nodes._common import ModelCall, acall_model
 from smcs_graph.offline.cache import ResponseCache
 from smcs_graph.offline.evaluation.calls import call_scope
 from smcs_graph.offline.evaluation.results import MethodResult, ResultStore
@@ -192,13 +192,15 @@ class MethodRunner:
         """One answer of `model` to the record's prompt, as a referencer would be asked."""
         member = self.pool[model]
         outcome = await acall_model(
-            stage,
-            member,
-            0,
-            [HumanMessage(prompt_for(record))],
-            member.call_kwargs(self.config),
-            self.config.referencer_timeout_s,
-            None,
+            ModelCall(
+                stage,
+                member,
+                0,
+                [HumanMessage(prompt_for(record))],
+                member.call_kwargs(self.config),
+                self.config.referencer_timeout_s,
+                None,
+            )
         )
         if outcome.failure is not None or outcome.message is None:
             error = outcome.failure["error"] if outcome.failure else "no message"
