@@ -10,7 +10,7 @@ Public surface:
 - `SentenceTransformerEmbedder`, `HashingEmbedder`: embedders (real MiniLM; a test fake).
 """
 
-from smcs_graph.bank.store import BankQuestion, QuestionBank, Support
+from smcs_graph.bank import BankQuestion, QuestionBank, Support
 from smcs_graph.chat_model import SMCSChatModel
 from smcs_graph.config import SMCSConfig
 from smcs_graph.embedder import Embedder, HashingEmbedder, SentenceTransformerEmbedder
@@ -22,8 +22,8 @@ from smcs_graph.errors import (
     SMCSError,
 )
 from smcs_graph.graph import build_graph
-from smcs_graph.nodes.score import PerplexityUnavailableWarning
-from smcs_graph.models.pool import Pool, PoolModel
+from smcs_graph.models import Pool, PoolModel
+from smcs_graph.nodes import PerplexityUnavailableWarning
 
 __all__ = [
     "BankError",

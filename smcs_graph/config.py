@@ -24,15 +24,17 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from smcs_graph.errors import ConfigError
+
+T = TypeVar("T")
 
 DropMode = Literal["paper", "authors"]
 SimilarityMode = Literal["paper", "authors"]
 SupportRule = Literal["paper", "authors"]
-PriorRule = Literal["paper", "shrunk", "hier"]
-"""How priors are formed: "paper" (eq. 4), "shrunk" or "hier" (rules beyond the paper)."""
+PriorRule = Literal["paper", "shrunk", "hier", "learned"]
+"""How priors are formed: "paper" (eq. 4), "shrunk", "hier" or "learned" (beyond the paper)."""
 
 
 def _describe(
@@ -49,234 +51,173 @@ def _describe(
     return {"description": text, **{k: v for k, v in bounds.items() if v is not None}}
 
 
+def _setting(default: T, text: str, **bounds: Any) -> T:
+    """A setting's dataclass field: its default, and `_describe(text, **bounds)` as metadata."""
+    return field(default=default, metadata=_describe(text, **bounds))
+
+
 @dataclass(kw_only=True)
 class SMCSConfig:
     """Settings of one SMCS run. Defaults are the paper's (remote pools of 20B-72B models)."""
 
-    k: int = field(
-        default=7,
-        metadata=_describe(
-            "Number of referencers (top-K models by prior), at most 256 (pools have tens of "
-            "models). Capped at the pool size, less the models the circuit breaker passes "
-            "over; the trace notes when the cap applied.",
-            ge=1,
-            le=256,
-        ),
+    k: int = _setting(
+        7,
+        "Number of referencers (top-K models by prior), at most 256 (pools have tens of "
+        "models). Capped at the pool size, less the models the circuit breaker passes "
+        "over; the trace notes when the cap applied.",
+        ge=1,
+        le=256,
     )
-    n_sup_base: int = field(
-        default=400,
-        metadata=_describe(
-            "N_sup_base: the rank whose similarity, times gamma, is the support-set threshold; "
-            "at most 10,000,000 (a bank larger than any built).",
-            ge=1,
-            le=10_000_000,
-        ),
+    n_sup_base: int = _setting(
+        400,
+        "N_sup_base: the rank whose similarity, times gamma, is the support-set threshold; "
+        "at most 10,000,000 (a bank larger than any built).",
+        ge=1,
+        le=10_000_000,
     )
-    gamma: float = field(
-        default=0.95,
-        metadata=_describe(
-            "Support-set slack in (0, 1]: keep questions with S >= gamma * S_(N).", gt=0, le=1
-        ),
+    gamma: float = _setting(
+        0.95, "Support-set slack in (0, 1]: keep questions with S >= gamma * S_(N).", gt=0, le=1
     )
-    weighted_prior: bool = field(
-        default=True,
-        metadata=_describe(
-            "Prior = similarity-weighted count of correct answers on the support set (eq. 4). "
-            "False counts correct answers unweighted."
-        ),
+    weighted_prior: bool = _setting(
+        True,
+        "Prior = similarity-weighted count of correct answers on the support set (eq. 4). "
+        "False counts correct answers unweighted.",
     )
-    prior_rule: PriorRule = field(
-        default="paper",
-        metadata=_describe(
-            "'paper': eq. 4, the similarity-weighted count of correct support answers. "
-            "'shrunk': each model's similarity-weighted support accuracy shrunk toward its "
-            "bank-wide accuracy (better top-1 and ranking in the MMLU-Pro replay). "
-            "'hier': support accuracy shrunk toward the accuracy on the query's inferred "
-            "category (from its bank neighbours' categories), itself shrunk toward the "
-            "bank-wide accuracy (the best top-1 and ranking in the MMLU-Pro replay)."
-        ),
+    prior_rule: PriorRule = _setting(
+        "paper",
+        "'paper': eq. 4, the similarity-weighted count of correct support answers. "
+        "'shrunk': each model's similarity-weighted support accuracy shrunk toward its "
+        "bank-wide accuracy (better top-1 and ranking in the MMLU-Pro replay). "
+        "'hier': support accuracy shrunk toward the accuracy on the query's inferred "
+        "category (from its bank neighbours' categories), itself shrunk toward the "
+        "bank-wide accuracy. 'learned': a per-model logistic model on the bank "
+        "embeddings' principal components, blended with the 'hier' estimate; a calibrated "
+        "P(correct), fitted once per bank snapshot (see the README's Replay evaluation).",
     )
-    shrink_strength: float = field(
-        default=10.0,
-        metadata=_describe(
-            "'shrunk' rule: pseudo-count pulling local accuracy to the global one.", ge=0
-        ),
+    shrink_strength: float = _setting(
+        10.0, "'shrunk' rule: pseudo-count pulling local accuracy to the global one.", ge=0
     )
-    shrink_temperature: float | None = field(
-        default=0.1,
-        metadata=_describe(
-            "'shrunk' rule: support weights exp((S - max S) / T); unset: weights max(S, 0).", gt=0
-        ),
+    shrink_temperature: float | None = _setting(
+        0.1, "'shrunk' rule: support weights exp((S - max S) / T); unset: weights max(S, 0).", gt=0
     )
-    hier_strength: float = field(
-        default=0.5,
-        metadata=_describe(
-            "'hier' rule: pseudo-count pulling local accuracy to the inferred-category one "
-            "(in kernel units: a support question identical to the query weighs 1).",
-            ge=0,
-        ),
+    hier_strength: float = _setting(
+        0.5,
+        "'hier' rule: pseudo-count pulling local accuracy to the inferred-category one "
+        "(in kernel units: a support question identical to the query weighs 1).",
+        ge=0,
     )
-    hier_temperature: float = field(
-        default=0.1,
-        metadata=_describe("'hier' rule: support weights exp(-(1 - S) / T).", gt=0),
+    hier_temperature: float = _setting(0.1, "'hier' rule: support weights exp(-(1 - S) / T).", gt=0)
+    hier_category_temperature: float = _setting(
+        0.05,
+        "'hier' rule: the query's category shares are a vote of its support questions' "
+        "categories with weights exp((S - max S) / T).",
+        gt=0,
     )
-    hier_category_temperature: float = field(
-        default=0.05,
-        metadata=_describe(
-            "'hier' rule: the query's category shares are a vote of its support questions' "
-            "categories with weights exp((S - max S) / T).",
-            gt=0,
-        ),
+    hier_category_strength: float = _setting(
+        10.0,
+        "'hier' rule: pseudo-count (in questions) pulling each category's accuracy to the "
+        "bank-wide one.",
+        ge=0,
     )
-    hier_category_strength: float = field(
-        default=10.0,
-        metadata=_describe(
-            "'hier' rule: pseudo-count (in questions) pulling each category's accuracy to the "
-            "bank-wide one.",
-            ge=0,
-        ),
+    k_drop: int = _setting(
+        1, "References dropped from each aggregation subset (prior drop); below k.", ge=0, le=255
     )
-    k_drop: int = field(
-        default=1,
-        metadata=_describe(
-            "References dropped from each aggregation subset (prior drop); below k.",
-            ge=0,
-            le=255,
-        ),
+    n_aggregations: int = _setting(
+        8,
+        "n: number of prior-drop subsets, each fused by the aggregator: a model call each, "
+        "so at most 64 (the paper uses 8; past a few dozen the candidates repeat).",
+        ge=1,
+        le=64,
     )
-    n_aggregations: int = field(
-        default=8,
-        metadata=_describe(
-            "n: number of prior-drop subsets, each fused by the aggregator: a model call each, "
-            "so at most 64 (the paper uses 8; past a few dozen the candidates repeat).",
-            ge=1,
-            le=64,
-        ),
+    lam: float = _setting(
+        1.0, "lambda: weight of the perplexity term in the hybrid score (eq. 7).", ge=0
     )
-    lam: float = field(
-        default=1.0,
-        metadata=_describe(
-            "lambda: weight of the perplexity term in the hybrid score (eq. 7).", ge=0
-        ),
+    temperature: float = _setting(0.7, "Sampling temperature of referencers and aggregator.", ge=0)
+    presence_penalty: float = _setting(1.05, "Presence penalty sent with every generation request.")
+    max_tokens: int = _setting(
+        8192,
+        "Maximum output tokens per generation, at most 1,000,000 (above the largest "
+        "context windows' output limits).",
+        ge=1,
+        le=1_000_000,
     )
-    temperature: float = field(
-        default=0.7,
-        metadata=_describe("Sampling temperature of referencers and aggregator.", ge=0),
+    aggregator: str | None = _setting(
+        None,
+        "Name of the pool model that fuses the references; a fixed aggregator is never "
+        "replaced by another model. Unset: the model with the highest prior on this "
+        "question's support set, and if its aggregations all fail, the next referencer by "
+        "prior (skipping any that failed in this run).",
+        noun="a model name",
     )
-    presence_penalty: float = field(
-        default=1.05, metadata=_describe("Presence penalty sent with every generation request.")
+    min_referencers: int = _setting(
+        1,
+        "Quorum: referencers that must answer for the run to go on; failed ones are left "
+        "out and named in the trace (at most 256, as k).",
+        ge=1,
+        le=256,
     )
-    max_tokens: int = field(
-        default=8192,
-        metadata=_describe(
-            "Maximum output tokens per generation, at most 1,000,000 (above the largest "
-            "context windows' output limits).",
-            ge=1,
-            le=1_000_000,
-        ),
+    referencer_timeout_s: float | None = _setting(
+        None,
+        "Deadline of each referencer call in seconds, every retry included, at most 86,400 "
+        "(a day). Unset: the pool entry's timeout_s (600 s by default) alone; set, the "
+        "shorter of the two.",
+        gt=0,
+        le=86_400,
     )
-    aggregator: str | None = field(
-        default=None,
-        metadata=_describe(
-            "Name of the pool model that fuses the references; a fixed aggregator is never "
-            "replaced by another model. Unset: the model with the highest prior on this "
-            "question's support set, and if its aggregations all fail, the next referencer by "
-            "prior (skipping any that failed in this run).",
-            noun="a model name",
-        ),
+    aggregation_timeout_s: float | None = _setting(
+        None,
+        "Deadline of each aggregation call in seconds, as referencer_timeout_s.",
+        gt=0,
+        le=86_400,
     )
-    min_referencers: int = field(
-        default=1,
-        metadata=_describe(
-            "Quorum: referencers that must answer for the run to go on; failed ones are left "
-            "out and named in the trace (at most 256, as k).",
-            ge=1,
-            le=256,
-        ),
+    require_fusion: bool = _setting(
+        False,
+        "True: a run whose aggregations all fail (every aggregator candidate tried) fails, "
+        "naming every failure. False: it answers with the top-prior reference and says so "
+        "in the trace ('fallback').",
     )
-    referencer_timeout_s: float | None = field(
-        default=None,
-        metadata=_describe(
-            "Deadline of each referencer call in seconds, every retry included, at most 86,400 "
-            "(a day). Unset: the pool entry's timeout_s (600 s by default) alone; set, the "
-            "shorter of the two.",
-            gt=0,
-            le=86_400,
-        ),
+    breaker_cooldown_s: float = _setting(
+        60.0,
+        "Circuit breaker: seconds for which a pool model whose last calls failed is passed "
+        "over when referencers and the aggregator are chosen; the trace names it and why "
+        "('skipped'). Per pool model, shared by the runs of this process. 0: never pass "
+        "over. At most 86,400 (a day).",
+        ge=0,
+        le=86_400,
     )
-    aggregation_timeout_s: float | None = field(
-        default=None,
-        metadata=_describe(
-            "Deadline of each aggregation call in seconds, as referencer_timeout_s.",
-            gt=0,
-            le=86_400,
-        ),
+    breaker_failures: int = _setting(
+        1,
+        "Circuit breaker: consecutive failed calls of a model that open it (at most 1000).",
+        ge=1,
+        le=1000,
     )
-    require_fusion: bool = field(
-        default=False,
-        metadata=_describe(
-            "True: a run whose aggregations all fail (every aggregator candidate tried) fails, "
-            "naming every failure. False: it answers with the top-prior reference and says so "
-            "in the trace ('fallback')."
-        ),
+    seed: int | None = _setting(
+        None, "Seed of the prior-drop sampling and of generation requests (unset: random)."
     )
-    breaker_cooldown_s: float = field(
-        default=60.0,
-        metadata=_describe(
-            "Circuit breaker: seconds for which a pool model whose last calls failed is passed "
-            "over when referencers and the aggregator are chosen; the trace names it and why "
-            "('skipped'). Per pool model, shared by the runs of this process. 0: never pass "
-            "over. At most 86,400 (a day).",
-            ge=0,
-            le=86_400,
-        ),
+    drop_mode: DropMode = _setting(
+        "paper",
+        "'paper': z-scored softmax over the selected priors. 'authors': the released code's "
+        "exp((d - mean d)/D) distribution (nearly uniform at realistic prior sizes).",
     )
-    breaker_failures: int = field(
-        default=1,
-        metadata=_describe(
-            "Circuit breaker: consecutive failed calls of a model that open it (at most 1000).",
-            ge=1,
-            le=1000,
-        ),
+    similarity_mode: SimilarityMode = _setting(
+        "paper",
+        "'paper': mean similarity to the other candidates. 'authors': includes the "
+        "candidate itself and divides by n, as the released code does.",
     )
-    seed: int | None = field(
-        default=None,
-        metadata=_describe(
-            "Seed of the prior-drop sampling and of generation requests (unset: random)."
-        ),
+    support_rule: SupportRule = _setting(
+        "paper",
+        "'paper': S_i >= gamma * (N_sup_base-th largest). 'authors': strict '>' against the "
+        "(N_sup_base+1)-th largest, as the released code does.",
     )
-    drop_mode: DropMode = field(
-        default="paper",
-        metadata=_describe(
-            "'paper': z-scored softmax over the selected priors. 'authors': the released code's "
-            "exp((d - mean d)/D) distribution (nearly uniform at realistic prior sizes)."
-        ),
-    )
-    similarity_mode: SimilarityMode = field(
-        default="paper",
-        metadata=_describe(
-            "'paper': mean similarity to the other candidates. 'authors': includes the "
-            "candidate itself and divides by n, as the released code does."
-        ),
-    )
-    support_rule: SupportRule = field(
-        default="paper",
-        metadata=_describe(
-            "'paper': S_i >= gamma * (N_sup_base-th largest). 'authors': strict '>' against the "
-            "(N_sup_base+1)-th largest, as the released code does."
-        ),
-    )
-    max_concurrency: int = field(
-        default=64,
-        metadata=_describe(
-            "Upper bound on model calls running at once within one run: LangGraph's "
-            "`max_concurrency` for every run that SMCSChatModel, the consult tool, `smcs ask` "
-            "and `smcs serve` start. A run started with `graph.invoke` takes it from that "
-            'call\'s RunnableConfig instead (`graph.invoke(inp, {"max_concurrency": 64})`). '
-            "At most 4096.",
-            ge=1,
-            le=4096,
-        ),
+    max_concurrency: int = _setting(
+        64,
+        "Upper bound on model calls running at once within one run: LangGraph's "
+        "`max_concurrency` for every run that SMCSChatModel, the consult tool, `smcs ask` "
+        "and `smcs serve` start. A run started with `graph.invoke` takes it from that "
+        'call\'s RunnableConfig instead (`graph.invoke(inp, {"max_concurrency": 64})`). '
+        "At most 4096.",
+        ge=1,
+        le=4096,
     )
 
     def __post_init__(self) -> None:

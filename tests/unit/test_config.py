@@ -73,7 +73,7 @@ def test_replace_validates() -> None:
 
 
 def test_choices_come_from_the_settings_literal_types() -> None:
-    assert choices("prior_rule") == ("paper", "shrunk", "hier")
+    assert choices("prior_rule") == ("paper", "shrunk", "hier", "learned")
     assert choices("support_rule") == ("paper", "authors")
     with pytest.raises(KeyError):
         choices("k")

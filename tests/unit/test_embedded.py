@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import smcs_graph.embedded.default as embedded
-from smcs_graph.bank.store import QuestionBank
 from smcs_graph.bank.importer import read_matrix
+from smcs_graph.bank.store import QuestionBank
 from smcs_graph.config import SMCSConfig
 from smcs_graph.embedded.default_bank import default_bank_records, default_split
 from smcs_graph.embedder import HashingEmbedder

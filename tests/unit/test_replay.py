@@ -33,7 +33,7 @@ from smcs_graph.offline.evaluation.priors import (
     shrunk_priors,
     similarity_matrix,
 )
-from smcs_graph.offline.evaluation.replay import stratified_split
+from smcs_graph.offline.evaluation.replay import router_scores, stratified_split
 
 # --------------------------------------------------------------------------- splits
 
@@ -291,6 +291,26 @@ def test_replay_ranks_methods_as_the_synthetic_truth_says() -> None:
     payload = json.loads(render_json(report))
     assert payload["methods"]["rps"]["summary"]["top1"]["mean"] == 1.0
     assert len(payload["methods"]["oracle"]["per_seed"]) == 3
+    # the learned rule: chosen on the bank, scored, calibrated; every rule paired with the
+    # router and the paper's RPS
+    assert mean["rps-learned"] > 0.9
+    assert all(s.learned is not None and s.learned.rank >= 1 for s in report.splits)
+    assert set(report.ece) == {"rps", "rps-shrunk", "rps-hier", "rps-learned", "per-category"}
+    assert all(len(v) == 3 and all(0.0 <= e <= 1.0 for e in v) for v in report.ece.values())
+    assert "ECE of P(correct)" in text and "vs per-category router" in text
+    assert "Reliability" in md and "ddof=1" in md
+    assert payload["methods"]["rps-learned"]["ece"] is not None
+
+
+def test_router_ties_go_to_bank_accuracy_then_pool_order() -> None:
+    accuracy = np.array([[0.5, 0.7, 0.7, 0.7], [0.9, 0.1, 0.9, 0.2]])
+    overall = np.array([0.9, 0.6, 0.8, 0.6])
+    scores = router_scores(accuracy, overall)
+    # row 0: models 1-3 tie at 0.7; model 2 has the better bank accuracy; 1 and 3 tie again,
+    # pool order puts 1 first. Row 1: 0 and 2 tie at 0.9; model 0 has the better bank accuracy.
+    assert np.argsort(-scores[0], kind="stable").tolist() == [2, 1, 3, 0]
+    assert np.argsort(-scores[1], kind="stable").tolist() == [0, 2, 3, 1]
+    assert len(set(scores[0].tolist())) == 4  # a strict order: no tie left for eq. 8
 
 
 def test_replay_counts_skipped_and_partially_measured_questions() -> None:
@@ -489,9 +509,9 @@ def test_load_replay_data_says_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="1, 0 or empty"):
         load_replay_data(questions, bad)
     header = tmp_path / "header.csv"
-    header.write_text("id,m1\n1,1\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="question_id"):
-        load_replay_data(questions, header)
+    header.write_text("m1,qid\n1,1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="no id column 'id'"):
+        load_replay_data(questions, header, id_column="id")
     other = tmp_path / "other.csv"
     other.write_text("question_id,m1\n77,1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="no question id"):

@@ -17,14 +17,17 @@ fewer than two measured models are left out, and the report counts both cases.
 
 The priors come from `smcs_graph.core` through `priors` (the code the graph runs, in batch
 form), the shrunk and hier settings from `calibration` (leave-one-out on the bank split), the
-scores from `metrics`. Everything works on numpy arrays: `embeddings` (N, d) unit rows,
+learned rule's from `learned` (cross-validation on the bank split), the scores from `metrics`.
+Every rule's P(correct) is Platt-scaled on held-out bank questions (`heldout`, `probability`)
+and its expected calibration error measured on the test split. The told-category router ranks
+by category accuracy, ties broken by bank-wide accuracy, then pool order (`router_scores`).
+Everything works on numpy arrays: `embeddings` (N, d) unit rows,
 `capability` and `measured` (R, N) (the layout of `QuestionBank.capability`), `categories`
 (N,).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, get_args
@@ -34,23 +37,25 @@ from numpy.typing import ArrayLike, NDArray
 
 from smcs_graph import core
 from smcs_graph.core import PriorRule
+from smcs_graph.core.learned import logit as learned_logit
 from smcs_graph.offline.evaluation.calibration import (
-    DEFAULT_CALIBRATION_QUERIES,
-    DEFAULT_HIER_CALIBRATION_QUERIES,
-    DEFAULT_HIER_CATEGORY_STRENGTH,
-    DEFAULT_HIER_CATEGORY_TEMPERATURE,
-    DEFAULT_HIER_STRENGTH,
-    DEFAULT_HIER_TEMPERATURE,
-    DEFAULT_SHRUNK_N_SUP,
-    DEFAULT_SHRUNK_STRENGTH,
-    DEFAULT_SHRUNK_TEMPERATURE,
     HierChoice,
     ShrunkChoice,
-    calibrate_hier,
     calibrate_shrunk,
+    hier_loo,
+)
+from smcs_graph.offline.evaluation.heldout import (
+    bank_queries,
+    paper_feature,
+    router_feature,
+    self_excluded_similarities,
+)
+from smcs_graph.offline.evaluation.learned import (
+    LearnedChoice,
+    calibrate_learned,
+    learned_priors,
 )
 from smcs_graph.offline.evaluation.metrics import (
-    DEFAULT_COVERAGE_K,
     Metrics,
     evaluate_rankings,
     random_metrics,
@@ -62,6 +67,15 @@ from smcs_graph.offline.evaluation.priors import (
     similarity_matrix,
     unit_rows,
 )
+from smcs_graph.offline.evaluation.probability import (
+    Platt,
+    ReliabilityBin,
+    expected_calibration_error,
+    platt,
+    reliability,
+)
+from smcs_graph.offline.evaluation.settings import ReplaySettings
+from smcs_graph.offline.evaluation.splits import Split, stratified_split
 
 __all__ = [
     "METHODS",
@@ -69,6 +83,7 @@ __all__ = [
     "ReplaySettings",
     "Split",
     "SplitInfo",
+    "router_scores",
     "rule_method",
     "run_replay",
     "stratified_split",
@@ -91,112 +106,7 @@ METHODS = (
 """Method names in report order."""
 
 
-# --------------------------------------------------------------------------- splits
-
-
-@dataclass(frozen=True, eq=False)
-class Split:
-    """Bank and test row indices of one seeded split."""
-
-    seed: int
-    bank: NDArray[np.intp]
-    test: NDArray[np.intp]
-
-
-def stratified_split(categories: Sequence[str], test_fraction: float, seed: int) -> Split:
-    """A seeded split holding out round(test_fraction * n_c) questions of each category.
-
-    Every category with at least two questions keeps at least one in the bank and puts at
-    least one in the test set; a single-question category stays in the bank.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-    labels = np.asarray(list(categories), dtype=object)
-    rng = np.random.default_rng(seed)
-    test: list[NDArray[np.intp]] = []
-    for category in sorted(set(labels.tolist())):
-        rows = np.flatnonzero(labels == category)
-        if rows.shape[0] < 2:
-            continue
-        take = min(max(1, round(test_fraction * rows.shape[0])), rows.shape[0] - 1)
-        test.append(rng.permutation(rows)[:take])
-    test_rows = np.sort(np.concatenate(test)) if test else np.empty(0, dtype=np.intp)
-    is_test = np.zeros(labels.shape[0], dtype=bool)
-    is_test[test_rows] = True
-    return Split(
-        seed=seed,
-        bank=np.flatnonzero(~is_test).astype(np.intp),
-        test=test_rows.astype(np.intp),
-    )
-
-
 # --------------------------------------------------------------------------- the replay
-
-
-@dataclass(frozen=True)
-class ReplaySettings:
-    """What `run_replay` measures; the defaults are the paper's (section A.3) and split."""
-
-    rules: tuple[PriorRule, ...] = get_args(PriorRule)
-    """Which RPS prior rules to score, each as method `rule_method(rule)`: "paper" ("rps"),
-    "shrunk" ("rps-shrunk"), "hier" ("rps-hier")."""
-    seeds: tuple[int, ...] = tuple(range(10))
-    test_fraction: float = 0.1
-    n_sup_base: int = 400
-    gamma: float = 0.95
-    support_rule: core.Rule = "paper"
-    coverage_k: tuple[int, ...] = DEFAULT_COVERAGE_K
-    sweep_n_sup_base: tuple[int, ...] = (50, 100, 200, 400, 800)
-    sweep_gamma: tuple[float, ...] = (0.9, 0.95, 1.0)
-    shrunk_n_sup_grid: tuple[int, ...] = DEFAULT_SHRUNK_N_SUP
-    shrunk_temperature_grid: tuple[float | None, ...] = DEFAULT_SHRUNK_TEMPERATURE
-    shrunk_strength_grid: tuple[float, ...] = DEFAULT_SHRUNK_STRENGTH
-    calibration_queries: int = DEFAULT_CALIBRATION_QUERIES
-    hier_temperature_grid: tuple[float, ...] = DEFAULT_HIER_TEMPERATURE
-    hier_strength_grid: tuple[float, ...] = DEFAULT_HIER_STRENGTH
-    hier_category_temperature: float = DEFAULT_HIER_CATEGORY_TEMPERATURE
-    hier_category_strength: float = DEFAULT_HIER_CATEGORY_STRENGTH
-    hier_calibration_queries: int = DEFAULT_HIER_CALIBRATION_QUERIES
-
-    def __post_init__(self) -> None:
-        known = get_args(PriorRule)
-        if not self.rules or any(r not in known for r in self.rules):
-            raise ValueError(
-                f"rules must name {', '.join(map(repr, known))} (one or more), got {self.rules!r}"
-            )
-        if not self.seeds:
-            raise ValueError("seeds must hold at least one seed")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
-        for name in ("n_sup_base", "calibration_queries", "hier_calibration_queries"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if any(n < 1 for n in (*self.sweep_n_sup_base, *self.shrunk_n_sup_grid)):
-            raise ValueError("support sizes in the sweeps must be >= 1")
-        if any(g < 0.0 or not math.isfinite(g) for g in (self.gamma, *self.sweep_gamma)):
-            raise ValueError("gamma values must be finite and >= 0")
-        if any(
-            a < 0.0 or not math.isfinite(a)
-            for a in (*self.shrunk_strength_grid, *self.hier_strength_grid)
-        ) or not (
-            self.hier_category_strength >= 0.0 and math.isfinite(self.hier_category_strength)
-        ):
-            raise ValueError("shrinkage strengths must be finite and >= 0")
-        if any(
-            not (t > 0.0 and math.isfinite(t))
-            for t in (*self.hier_temperature_grid, self.hier_category_temperature)
-        ):
-            raise ValueError("the hier rule's temperatures must be finite and > 0")
-        if not (self.hier_temperature_grid and self.hier_strength_grid):
-            raise ValueError("the hier rule's calibration grids must not be empty")
-        if any(t is not None and not t > 0.0 for t in self.shrunk_temperature_grid):
-            raise ValueError("temperatures must be > 0 (or None for linear weights)")
-        if not (
-            self.shrunk_n_sup_grid and self.shrunk_temperature_grid and self.shrunk_strength_grid
-        ):
-            raise ValueError("the shrunk rule's calibration grids must not be empty")
-        if any(k < 1 for k in self.coverage_k):
-            raise ValueError("coverage_k values must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -216,6 +126,10 @@ class SplitInfo:
     """The shrunk rule's calibrated settings (None when that rule is not scored)."""
     hier: HierChoice | None = None
     """The hier rule's settings (None when that rule is not scored)."""
+    learned: LearnedChoice | None = None
+    """The learned rule's settings (None when that rule is not scored)."""
+    platt: dict[str, Platt] = field(default_factory=dict)
+    """Each scored method's Platt scaling, fitted on held-out bank questions."""
 
 
 @dataclass
@@ -229,9 +143,13 @@ class ReplayReport:
     results: dict[str, list[Metrics]] = field(default_factory=dict)
     sweep: dict[tuple[int, float], list[Metrics]] = field(default_factory=dict)
     splits: list[SplitInfo] = field(default_factory=list)
+    ece: dict[str, list[float]] = field(default_factory=dict)
+    """Per method, the expected calibration error of its P(correct) on each split's test set."""
+    reliability: dict[str, list[list[ReliabilityBin]]] = field(default_factory=dict)
+    """Per method, each split's reliability table (`probability.reliability`)."""
 
     def summary(self, method: str) -> dict[str, dict[str, float]]:
-        """Mean, std (population), min and max over the seeds of each metric of `method`."""
+        """Mean, std (population, ddof=0), min and max over the seeds of each metric."""
         return _summarize(self.results[method], self.settings.coverage_k)
 
     def sweep_summary(self) -> dict[tuple[int, float], dict[str, dict[str, float]]]:
@@ -249,6 +167,8 @@ class ReplayReport:
                 name: {
                     "summary": self.summary(name),
                     "per_seed": [m.as_dict() for m in runs],
+                    "ece": self.ece.get(name),
+                    "reliability": [[asdict(b) for b in t] for t in self.reliability.get(name, [])],
                 }
                 for name, runs in self.results.items()
             },
@@ -311,8 +231,13 @@ def run_replay(
     )
     for seed in cfg.seeds:
         split = stratified_split(labels, cfg.test_fraction, seed)
-        info, scores, sweep = _replay_split(emb, cap, mask, labels, list(models), split, cfg)
+        info, scores, sweep, calibrated = _replay_split(
+            emb, cap, mask, labels, list(models), split, cfg
+        )
         report.splits.append(info)
+        for name, (ece, table) in calibrated.items():
+            report.ece.setdefault(name, []).append(ece)
+            report.reliability.setdefault(name, []).append(table)
         for name, metrics in scores.items():
             report.results.setdefault(name, []).append(metrics)
         for key, metrics in sweep.items():
@@ -330,8 +255,31 @@ def run_replay(
                     f"(hier: temperature={info.hier.temperature:g}, "
                     f"strength={info.hier.strength:g})"
                 )
+            if info.learned is not None:
+                edge = f", at the grid's edge: {'/'.join(info.learned.at_edge)}"
+                parts.append(
+                    f"(learned: rank={info.learned.rank}, penalty={info.learned.penalty:g}"
+                    + (edge if info.learned.at_edge else "")
+                    + ")"
+                )
             progress(" ".join(parts))
     return report
+
+
+def router_scores(
+    accuracy: NDArray[np.float64], overall: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """The told-category router's ranking as scores (Q, R): category accuracy descending, ties
+    broken by bank-wide accuracy `overall` (R,) descending, then by pool order."""
+    r = accuracy.shape[1]
+    keys = np.broadcast_to(-overall, accuracy.shape)
+    order = np.lexsort((np.broadcast_to(np.arange(r), accuracy.shape), keys, -accuracy), axis=1)
+    scores = np.empty(accuracy.shape, dtype=np.float64)
+    np.put_along_axis(scores, order, np.arange(r, 0, -1, dtype=np.float64)[np.newaxis, :], 1)
+    return scores
+
+
+_Calibrated = dict[str, tuple[float, list[ReliabilityBin]]]
 
 
 def _replay_split(
@@ -342,26 +290,45 @@ def _replay_split(
     models: list[str],
     split: Split,
     cfg: ReplaySettings,
-) -> tuple[SplitInfo, dict[str, Metrics], dict[tuple[int, float], Metrics]]:
+) -> tuple[SplitInfo, dict[str, Metrics], dict[tuple[int, float], Metrics], _Calibrated]:
     test = split.test[mask[:, split.test].sum(axis=0) >= 2]
     bank_cap, bank_mask = cap[:, split.bank], mask[:, split.bank]
+    bank_emb, bank_labels = emb[split.bank], [labels[i] for i in split.bank]
     truth, truth_mask = cap[:, test].T, mask[:, test].T
-    sims = similarity_matrix(emb[test], emb[split.bank])
+    sims = similarity_matrix(emb[test], bank_emb)
     overall = core.global_accuracy(bank_cap, bank_mask)
-    per_category = core.category_accuracy(bank_cap, bank_mask, [labels[i] for i in split.bank])
+    per_category = core.category_accuracy(bank_cap, bank_mask, bank_labels)
+    # Held-out bank queries for Platt scaling (paper, shrunk, router); hier and learned bring
+    # their own held-out priors.
+    held = bank_queries(bank_mask, cfg.calibration_queries, split.seed)
+    held_sims = self_excluded_similarities(bank_emb, held)
+    held_truth, held_mask = bank_cap[:, held].T, bank_mask[:, held].T
 
     def score(priors: NDArray[np.float64]) -> Metrics:
         return evaluate_rankings(priors, truth, truth_mask, cfg.coverage_k)
 
     scores: dict[str, Metrics] = {}
-    choice: ShrunkChoice | None = None
-    if "paper" in cfg.rules:
-        scores[rule_method("paper")] = score(
-            rps_priors(sims, bank_cap, bank_mask, cfg.n_sup_base, cfg.gamma, rule=cfg.support_rule)
+    calibrated: _Calibrated = {}
+
+    def calibrate(method: str, test_feature: NDArray[np.float64], scaling: Platt) -> None:
+        p = scaling(test_feature)
+        calibrated[method] = (
+            expected_calibration_error(p, truth, truth_mask, cfg.calibration_bins),
+            reliability(p, truth, truth_mask, cfg.calibration_bins),
         )
+        platts[method] = scaling
+
+    platts: dict[str, Platt] = {}
+    if "paper" in cfg.rules:
+        args = (cfg.n_sup_base, cfg.gamma, cfg.support_rule)
+        priors, feature = paper_feature(sims, bank_cap, bank_mask, *args)
+        scores[rule_method("paper")] = score(priors)
+        held_feature = paper_feature(held_sims, bank_cap, bank_mask, *args)[1]
+        calibrate(rule_method("paper"), feature, platt(held_feature, held_truth, held_mask))
+    choice: ShrunkChoice | None = None
     if "shrunk" in cfg.rules:
         choice = calibrate_shrunk(
-            emb[split.bank],
+            bank_emb,
             bank_cap,
             bank_mask,
             gamma=cfg.gamma,
@@ -372,9 +339,11 @@ def _replay_split(
             queries=cfg.calibration_queries,
             seed=split.seed,
         )
-        scores[rule_method("shrunk")] = score(
-            shrunk_priors(
-                sims,
+
+        def shrunk(similarities: NDArray[np.float64]) -> NDArray[np.float64]:
+            assert choice is not None
+            return shrunk_priors(
+                similarities,
                 bank_cap,
                 bank_mask,
                 overall,
@@ -384,12 +353,16 @@ def _replay_split(
                 temperature=choice.temperature,
                 rule=cfg.support_rule,
             )
-        )
+
+        priors = shrunk(sims)
+        scores[rule_method("shrunk")] = score(priors)
+        scaling = platt(learned_logit(shrunk(held_sims)), held_truth, held_mask)
+        calibrate(rule_method("shrunk"), learned_logit(priors), scaling)
     hier: HierChoice | None = None
-    if "hier" in cfg.rules:
-        bank_labels = [labels[i] for i in split.bank]
-        hier = calibrate_hier(
-            emb[split.bank],
+    learned_choice: LearnedChoice | None = None
+    if "hier" in cfg.rules or "learned" in cfg.rules:
+        hier, hier_rows, hier_held = hier_loo(
+            bank_emb,
             bank_cap,
             bank_mask,
             bank_labels,
@@ -404,24 +377,52 @@ def _replay_split(
             seed=split.seed,
         )
         table = core.category_accuracy(bank_cap, bank_mask, bank_labels, hier.category_strength)
-        scores[rule_method("hier")] = score(
-            hier_priors(
-                sims,
+        hier_test = hier_priors(
+            sims,
+            bank_cap,
+            bank_mask,
+            bank_labels,
+            table,
+            overall,
+            cfg.n_sup_base,
+            cfg.gamma,
+            hier.strength,
+            temperature=hier.temperature,
+            category_temperature=hier.category_temperature,
+            rule=cfg.support_rule,
+        )
+        if "hier" in cfg.rules:
+            scores[rule_method("hier")] = score(hier_test)
+            held_truth_h = bank_cap[:, hier_rows].T
+            held_mask_h = bank_mask[:, hier_rows].T
+            scaling = platt(learned_logit(hier_held), held_truth_h, held_mask_h)
+            calibrate(rule_method("hier"), learned_logit(hier_test), scaling)
+        if "learned" in cfg.rules:
+            learned_choice = calibrate_learned(
+                bank_emb,
                 bank_cap,
                 bank_mask,
-                bank_labels,
-                table,
-                overall,
-                cfg.n_sup_base,
-                cfg.gamma,
-                hier.strength,
-                temperature=hier.temperature,
-                category_temperature=hier.category_temperature,
-                rule=cfg.support_rule,
+                hier_rows,
+                hier_held,
+                rank_grid=cfg.learned_rank_grid,
+                penalty_grid=cfg.learned_penalty_grid,
+                folds=cfg.learned_folds,
+                seed=split.seed,
             )
-        )
+            priors = learned_priors(
+                bank_emb, bank_cap, bank_mask, emb[test], hier_test, learned_choice
+            )
+            scores[rule_method("learned")] = score(priors)
+            # The blend is fitted on held-out folds already: its probability as it is.
+            calibrate(rule_method("learned"), learned_logit(priors), Platt())
+        if "hier" not in cfg.rules:
+            hier = None
     scores["best-single"] = score(np.broadcast_to(overall, truth.shape).copy())
-    scores["per-category"] = score(np.stack([per_category[labels[i]] for i in test]))
+    router = router_feature(per_category, [labels[i] for i in test])
+    scores["per-category"] = score(router_scores(router, overall))
+    held_router = router_feature(per_category, [bank_labels[i] for i in held])
+    scaling = platt(learned_logit(held_router), held_truth, held_mask)
+    calibrate("per-category", learned_logit(router), scaling)
     scores["random"] = random_metrics(truth, truth_mask, cfg.coverage_k)
     scores["oracle"] = score(np.where(truth_mask, truth, 0.0))
     sweep = {
@@ -441,5 +442,7 @@ def _replay_split(
         best_single=models[int(np.argmax(overall))],
         shrunk=choice,
         hier=hier,
+        learned=learned_choice,
+        platt=platts,
     )
-    return info, scores, sweep
+    return info, scores, sweep, calibrated

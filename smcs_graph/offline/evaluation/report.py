@@ -1,4 +1,10 @@
-"""Tables of a replay report: plain text for the terminal, Markdown, JSON."""
+"""Tables of a replay report: plain text for the terminal, Markdown, JSON.
+
+Besides the scores: each method's expected calibration error (ECE, of its Platt-calibrated
+P(correct)), paired comparisons of every RPS rule against the told-category router and the
+paper's RPS (mean difference, ddof=1 std of the per-split differences, wins/ties/losses), and
+in Markdown each method's reliability table pooled over the splits.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 from collections import Counter
 from typing import Any
 
+from smcs_graph.offline.evaluation.comparison import paired
 from smcs_graph.offline.evaluation.replay import METHODS, ReplayReport
 
 __all__ = ["render_json", "render_markdown", "render_text"]
@@ -14,6 +21,7 @@ _LABELS = {
     "rps": "RPS (paper rule)",
     "rps-shrunk": "RPS, shrunk (new rule)",
     "rps-hier": "RPS, hier (inferred-category shrinkage)",
+    "rps-learned": "RPS, learned (logistic on embeddings + hier)",
     "best-single": "best single model",
     "per-category": "per-category router (told the category)",
     "random": "random selection (expected)",
@@ -35,14 +43,72 @@ def _columns(report: ReplayReport) -> list[tuple[str, str]]:
     return [("top1", "top-1"), *coverage, ("pairwise", "pairwise ranking (eq. 8)")]
 
 
+def _ece(report: ReplayReport, method: str) -> str:
+    values = report.ece.get(method)
+    if not values:
+        return "-"
+    return f"{sum(values) / len(values):.4f} (max {max(values):.4f})"
+
+
 def _rows(report: ReplayReport) -> list[list[str]]:
     rows = []
     for method in METHODS:
         if method not in report.results:
             continue
         summary = report.summary(method)
-        rows.append([_LABELS[method], *(_cell(summary[key]) for key, _ in _columns(report))])
+        cells = [_cell(summary[key]) for key, _ in _columns(report)]
+        rows.append([_LABELS[method], *cells, _ece(report, method)])
     return rows
+
+
+def _header(report: ReplayReport) -> list[str]:
+    return ["method", *(label for _, label in _columns(report)), "ECE of P(correct)"]
+
+
+_RULES = ("rps", "rps-shrunk", "rps-hier", "rps-learned")
+
+
+def _paired_lines(report: ReplayReport) -> list[str]:
+    """One line per (rule, baseline): paired gains in points, ddof=1 std, wins/ties/losses."""
+    lines = []
+    baselines = [b for b in ("per-category", "rps") if b in report.results]
+    for method in _RULES:
+        if method not in report.results:
+            continue
+        for baseline in baselines:
+            if baseline == method:
+                continue
+            parts = []
+            for metric in ("top1", "pairwise"):
+                p = paired(report.results, method, baseline, metric)
+                parts.append(
+                    f"{metric} {100 * p.mean:+.2f} (std {100 * p.std:.2f}; "
+                    f"{p.wins}/{p.ties}/{p.losses})"
+                )
+            lines.append(f"{_LABELS[method]} vs {_LABELS[baseline]}: " + ", ".join(parts))
+    return lines
+
+
+def _reliability_lines(report: ReplayReport) -> list[str]:
+    """Markdown: per method, mean P(correct) vs observed accuracy per bin, pooled over splits."""
+    out: list[str] = []
+    for method in METHODS:
+        tables = report.reliability.get(method)
+        if not tables:
+            continue
+        pooled: dict[tuple[float, float], list[float]] = {}
+        for table in tables:
+            for b in table:
+                acc = pooled.setdefault((b.low, b.high), [0.0, 0.0, 0.0])
+                acc[0] += b.count
+                acc[1] += b.count * b.predicted
+                acc[2] += b.count * b.observed
+        cells = [
+            f"{lo:.1f}-{hi:.1f}: {p / n:.3f} vs {o / n:.3f} (n={n:.0f})"
+            for (lo, hi), (n, p, o) in sorted(pooled.items())
+        ]
+        out.append(f"- {_LABELS[method]}: " + "; ".join(cells))
+    return out
 
 
 def _counts(report: ReplayReport) -> list[str]:
@@ -88,28 +154,70 @@ def _counts(report: ReplayReport) -> list[str]:
             + f"; category temperature {fixed.category_temperature:g}, category strength "
             f"{fixed.category_strength:g}."
         )
+    learned = Counter(
+        (x.learned.rank, x.learned.penalty) for x in splits if x.learned is not None
+    ).most_common()
+    if learned:
+        edges = sum(1 for x in splits if x.learned is not None and x.learned.at_edge)
+        lines.append(
+            "Learned rule settings chosen on the bank by cross-validation (rank, penalty): "
+            + ", ".join(f"({k}, {a:g}) {count}x" for (k, a), count in learned)
+            + f"; at a grid's edge in {edges} of {len(splits)} splits."
+        )
+    lines.append(
+        "Per-category router: ties in category accuracy broken by bank-wide accuracy, then "
+        "pool order."
+    )
     return lines
 
 
 def render_text(report: ReplayReport) -> str:
     """A fixed-width table for the terminal (percent: mean ± std (min-max) over seeds)."""
-    header = ["method", *(label for _, label in _columns(report))]
+    header = _header(report)
     rows = _rows(report)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join([*lines, "", *_counts(report)])
+    paired_lines = _paired_lines(report)
+    if paired_lines:
+        paired_lines = [
+            "",
+            "Paired over the splits, percentage points (std of the differences, ddof=1; "
+            "wins/ties/losses):",
+            *paired_lines,
+        ]
+    return "\n".join([*lines, "", *_counts(report), *paired_lines])
 
 
 def render_markdown(report: ReplayReport, command: str | None = None) -> str:
     """The results table, the N_sup_base x gamma sweep of the paper rule, and the counts."""
-    header = ["method", *(label for _, label in _columns(report))]
+    header = _header(report)
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(r) + " |" for r in _rows(report)]
     out.append("")
-    out.append("Percent, mean ± std (min-max) over the splits.")
+    out.append(
+        "Percent, mean ± std (population, ddof=0) (min-max) over the splits; ECE: mean (max) "
+        "over the splits, 10 equal-width bins, measured test entries."
+    )
     out += ["", *_counts(report)]
+    paired_lines = _paired_lines(report)
+    if paired_lines:
+        out += [
+            "",
+            "Paired over the splits, percentage points (std of the per-split differences, "
+            "ddof=1; wins/ties/losses):",
+            "",
+            *(f"- {line}" for line in paired_lines),
+        ]
+    reliability = _reliability_lines(report)
+    if reliability:
+        out += [
+            "",
+            "Reliability (bin: mean P(correct) vs observed accuracy, pooled over splits):",
+            "",
+            *reliability,
+        ]
     if report.sweep:
         gammas = sorted({g for _, g in report.sweep})
         out += [
