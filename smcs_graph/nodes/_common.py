@@ -177,8 +177,9 @@ def _as_ai_message(result: Any, model_name: str) -> AIMessage:
 @dataclass(frozen=True)
 class ModelCall:
     """One model call of a stage: `index` numbers it within the stage (a referencer's rank, an
-    aggregation's index), `timeout` is the stage's timeout setting and `model` the runnable to
-    call (None: `member.chat_model`; e.g. one with tools bound)."""
+    aggregation's index), `timeout` is the stage's timeout setting, `config` the caller's run
+    config (the call runs under `child_config` of it) and `model` the runnable to call (None:
+    `member.chat_model`; e.g. one with tools bound)."""
 
     stage: str
     member: PoolModel
@@ -192,6 +193,10 @@ class ModelCall:
     @property
     def runnable(self) -> Any:
         return self.model if self.model is not None else self.member.chat_model
+
+    @property
+    def run_config(self) -> RunnableConfig:
+        return child_config(self.config, self.stage, self.member.name)
 
 
 @dataclass(frozen=True)
@@ -239,10 +244,10 @@ async def _guarded(call: ModelCall, deadline: float | None) -> Any:
         await acquire_slot(member.slots)
         try:
             if async_native(member.chat_model):
-                return await call.runnable.ainvoke(messages, config=call.config, **call.kwargs)
+                return await call.runnable.ainvoke(messages, config=call.run_config, **call.kwargs)
             # No async implementation: a thread of its own, left behind at the deadline.
             future = in_own_thread(
-                call.runnable.invoke, messages, config=call.config, **call.kwargs
+                call.runnable.invoke, messages, config=call.run_config, **call.kwargs
             )
             return await asyncio.wrap_future(future)
         finally:
@@ -268,7 +273,7 @@ def _invoke_holding_slot(call: ModelCall, deadline: float | None) -> Any:
     if slots is not None and not slots.acquire(timeout=deadline):
         raise TimeoutError("no endpoint slot came free")
     try:
-        return call.runnable.invoke(list(call.messages), config=call.config, **call.kwargs)
+        return call.runnable.invoke(list(call.messages), config=call.run_config, **call.kwargs)
     finally:
         if slots is not None:
             slots.release()
@@ -295,18 +300,19 @@ def call_model(call: ModelCall) -> CallOutcome:
 
 def model_call_node(
     name: str,
-    prepare: Callable[[Any, RunnableConfig], ModelCall],
+    services: Services,
+    prepare: Callable[[Services, Any, RunnableConfig], ModelCall],
     finish: Callable[[Any, CallOutcome], dict[str, Any]],
 ) -> RunnableLambda[Any, dict[str, Any]]:
-    """A node that makes one model call per task: `prepare(task, config)` says which, and
-    `finish(task, outcome)` turns its outcome into the state update; `invoke` runs the call
+    """A node that makes one model call per task: `prepare(services, task, config)` says which,
+    and `finish(task, outcome)` turns its outcome into the state update; `invoke` runs the call
     with `call_model`, `ainvoke` with `acall_model`."""
 
     def node(task: Any, config: RunnableConfig) -> dict[str, Any]:
-        return finish(task, call_model(prepare(task, config)))
+        return finish(task, call_model(prepare(services, task, config)))
 
     async def anode(task: Any, config: RunnableConfig) -> dict[str, Any]:
-        return finish(task, await acall_model(prepare(task, config)))
+        return finish(task, await acall_model(prepare(services, task, config)))
 
     return dual_node(node, anode, name)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -12,7 +11,6 @@ from smcs_graph.nodes._common import (
     CallOutcome,
     ModelCall,
     Services,
-    child_config,
     model_call_node,
     progress,
     run_settings,
@@ -45,7 +43,7 @@ def _call(services: Services, task: AggregationTask, config: RunnableConfig) -> 
         messages,
         kwargs,
         settings.aggregation_timeout_s,
-        child_config(config, STAGE, member.name),
+        config,
         model=model,
     )
 
@@ -72,4 +70,4 @@ def _update(task: AggregationTask, outcome: CallOutcome) -> dict[str, Any]:
 
 
 def make_aggregate(services: Services) -> Any:
-    return model_call_node(STAGE, functools.partial(_call, services), _update)
+    return model_call_node(STAGE, services, _call, _update)

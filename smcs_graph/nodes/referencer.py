@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -13,7 +12,6 @@ from smcs_graph.nodes._common import (
     CallOutcome,
     ModelCall,
     Services,
-    child_config,
     model_call_node,
     progress,
     run_settings,
@@ -73,9 +71,9 @@ def _call(services: Services, task: ReferencerTask, config: RunnableConfig) -> M
         task["messages"],
         member.call_kwargs(settings, seed_offset=task["rank"]),
         settings.referencer_timeout_s,
-        child_config(config, STAGE, member.name),
+        config,
     )
 
 
 def make_referencer(services: Services) -> Any:
-    return model_call_node(STAGE, functools.partial(_call, services), _update)
+    return model_call_node(STAGE, services, _call, _update)

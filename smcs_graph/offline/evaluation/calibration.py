@@ -8,15 +8,19 @@ category prior is rebuilt here with the query's own outcomes taken out of its ow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import ParamSpec
 
 import numpy as np
 from numpy.typing import NDArray
 
 from smcs_graph import core
+from smcs_graph.offline.evaluation.heldout import bank_queries, self_excluded_similarities
 from smcs_graph.offline.evaluation.metrics import evaluate_rankings
-from smcs_graph.offline.evaluation.priors import similarity_matrix, unit_rows
+from smcs_graph.offline.evaluation.priors import unit_rows
 
 __all__ = [
     "DEFAULT_CALIBRATION_QUERIES",
@@ -49,7 +53,7 @@ DEFAULT_HIER_CATEGORY_STRENGTH = 10.0
 DEFAULT_HIER_CALIBRATION_QUERIES = 20000
 # Rows per block when scoring many queries (bounds the (block, N) similarity matrix).
 _BLOCK = 1024
-_EXCLUDED = -2.0  # below any cosine: a query's own bank row never joins its support set
+_P = ParamSpec("_P")
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,19 @@ class ShrunkChoice:
     loo_pairwise: float
 
 
-def _bank_rows(measured: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """Questions that can be scored: at least two measured models."""
-    rows: NDArray[np.bool_] = measured.sum(axis=0) >= 2
-    return rows
+def _loo_queries(measured: NDArray[np.bool_], queries: int, seed: int) -> NDArray[np.intp]:
+    """`bank_queries`; a bank with no question of two measured models is refused."""
+    if not (measured.sum(axis=0) >= 2).any():
+        raise ValueError("no bank question has two measured models: nothing to calibrate on")
+    return bank_queries(measured, queries, seed)
+
+
+def _beats(choice: ShrunkChoice | HierChoice, best: ShrunkChoice | HierChoice | None) -> bool:
+    """Better LOO top-1, ties to the better pairwise score; an equal choice keeps the earlier."""
+    return best is None or (choice.loo_top1, choice.loo_pairwise) > (
+        best.loo_top1,
+        best.loo_pairwise,
+    )
 
 
 def calibrate_shrunk(
@@ -89,14 +102,8 @@ def calibrate_shrunk(
     accuracy. The best LOO top-1 wins; ties go to the better pairwise ranking score, then to the
     earlier grid entry.
     """
-    scorable = np.flatnonzero(_bank_rows(measured))
-    if scorable.shape[0] == 0:
-        raise ValueError("no bank question has two measured models: nothing to calibrate on")
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.permutation(scorable)[: min(queries, scorable.shape[0])])
-    unit = unit_rows(embeddings)
-    sims = similarity_matrix(unit[picked], unit)
-    sims[np.arange(picked.shape[0]), picked] = _EXCLUDED
+    picked = _loo_queries(measured, queries, seed)
+    sims = self_excluded_similarities(unit_rows(embeddings), picked)
     cm = np.where(measured, capability, 0.0)
     # Leave-one-out global accuracy: the query's own outcomes removed from the totals.
     correct_total = cm.sum(axis=1)[:, np.newaxis] - cm[:, picked]
@@ -116,10 +123,7 @@ def calibrate_shrunk(
                 choice = ShrunkChoice(
                     int(n_sup), temperature, float(strength), scores.top1, scores.pairwise
                 )
-                if best is None or (choice.loo_top1, choice.loo_pairwise) > (
-                    best.loo_top1,
-                    best.loo_pairwise,
-                ):
+                if _beats(choice, best):
                     best = choice
     assert best is not None
     return best
@@ -136,43 +140,6 @@ class HierChoice:
     category_strength: float
     loo_top1: float
     loo_pairwise: float
-
-
-def calibrate_hier(
-    embeddings: NDArray[np.float32],
-    capability: NDArray[np.float64],
-    measured: NDArray[np.bool_],
-    categories: Sequence[str],
-    *,
-    n_sup_base: int = 400,
-    gamma: float = 0.95,
-    rule: core.Rule = "paper",
-    temperature_grid: Sequence[float] = DEFAULT_HIER_TEMPERATURE,
-    strength_grid: Sequence[float] = DEFAULT_HIER_STRENGTH,
-    category_temperature: float = DEFAULT_HIER_CATEGORY_TEMPERATURE,
-    category_strength: float = DEFAULT_HIER_CATEGORY_STRENGTH,
-    queries: int = DEFAULT_HIER_CALIBRATION_QUERIES,
-    seed: int = 0,
-) -> HierChoice:
-    """Choose (temperature, strength) of the hier rule on the bank, by leave-one-out.
-
-    As `hier_loo` without the held-out priors.
-    """
-    return hier_loo(
-        embeddings,
-        capability,
-        measured,
-        categories,
-        n_sup_base=n_sup_base,
-        gamma=gamma,
-        rule=rule,
-        temperature_grid=temperature_grid,
-        strength_grid=strength_grid,
-        category_temperature=category_temperature,
-        category_strength=category_strength,
-        queries=queries,
-        seed=seed,
-    )[0]
 
 
 def hier_loo(
@@ -200,14 +167,10 @@ def hier_loo(
     category is never used for the query (only their neighbours'). The best LOO top-1 wins;
     ties go to the better pairwise ranking score, then to the earlier grid entry.
     """
-    scorable = np.flatnonzero(_bank_rows(measured))
-    if scorable.shape[0] == 0:
-        raise ValueError("no bank question has two measured models: nothing to calibrate on")
+    picked = _loo_queries(measured, queries, seed)
     labels = [str(c) for c in categories]
     if len(labels) != capability.shape[1]:
         raise ValueError(f"categories has {len(labels)} entries for {capability.shape[1]} rows")
-    rng = np.random.default_rng(seed)
-    picked = np.sort(rng.permutation(scorable)[: min(queries, scorable.shape[0])])
     unit = unit_rows(embeddings)
     cm = np.where(measured, capability, 0.0)
     mf = measured.astype(np.float64)
@@ -223,8 +186,7 @@ def hier_loo(
     for start in range(0, picked.shape[0], _BLOCK):
         rows = picked[start : start + _BLOCK]
         block = slice(start, start + rows.shape[0])
-        sims = similarity_matrix(unit[rows], unit)
-        sims[np.arange(rows.shape[0]), rows] = _EXCLUDED
+        sims = self_excluded_similarities(unit, rows)
         mask = core.support_mask(sims, n_sup_base, gamma, rule)
         own_correct, own_count = cm[:, rows].T, mf[:, rows].T  # (Q, R)
         # Leave-one-out global accuracy, then the category table built on it.
@@ -277,10 +239,33 @@ def hier_loo(
             scores.top1,
             scores.pairwise,
         )
-        if best is None or (choice.loo_top1, choice.loo_pairwise) > (
-            best.loo_top1,
-            best.loo_pairwise,
-        ):
+        if _beats(choice, best):
             best, best_index = choice, index
     assert best is not None
     return best, picked, priors[best_index]
+
+
+def _choice_only(
+    loo: Callable[_P, tuple[HierChoice, NDArray[np.intp], NDArray[np.float64]]], name: str, doc: str
+) -> Callable[_P, HierChoice]:
+    """`loo`'s choice alone, under `name`, with `loo`'s parameters (for help and type checks)."""
+
+    @functools.wraps(loo)
+    def choice(*args: _P.args, **kwargs: _P.kwargs) -> HierChoice:
+        return loo(*args, **kwargs)[0]
+
+    choice.__name__ = choice.__qualname__ = name
+    choice.__doc__ = doc
+    signature = inspect.signature(loo).replace(return_annotation="HierChoice")
+    choice.__signature__ = signature  # type: ignore[attr-defined]
+    return choice
+
+
+calibrate_hier = _choice_only(
+    hier_loo,
+    "calibrate_hier",
+    """Choose (temperature, strength) of the hier rule on the bank, by leave-one-out.
+
+    As `hier_loo` (the same parameters) without the held-out priors.
+    """,
+)
