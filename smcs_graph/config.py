@@ -34,6 +34,8 @@ DropMode = Literal["paper", "authors"]
 SimilarityMode = Literal["paper", "authors"]
 SupportRule = Literal["paper", "authors"]
 PriorRule = Literal["paper", "shrunk", "hier", "learned"]
+Collaboration = Literal["always", "adaptive"]
+"""Whether every question gets the full method ("always", the paper) or the gates decide."""
 """How priors are formed: "paper" (eq. 4), "shrunk", "hier" or "learned" (beyond the paper)."""
 
 
@@ -208,6 +210,63 @@ class SMCSConfig:
         "paper",
         "'paper': S_i >= gamma * (N_sup_base-th largest). 'authors': strict '>' against the "
         "(N_sup_base+1)-th largest, as the released code does.",
+    )
+    collaboration: Collaboration = _setting(
+        "always",
+        "'always': the full method on every question (the paper). 'adaptive': the prior "
+        "gate answers with the top model alone (one call) when its estimated P(correct) is "
+        "at least prior_gate_threshold, or when the expected gain of collaborating is below "
+        "min_collaboration_gain. P(correct): the 'learned' rule's probability; under the "
+        "other rules, each model's similarity-weighted support accuracy shrunk toward its "
+        "bank-wide accuracy (the 'shrunk' estimate). Gain: P(some top-K referencer is "
+        "right) - P(the top model is right), the models taken as independent.",
+    )
+    prior_gate_threshold: float = _setting(
+        0.8, "Prior gate: the top model's P(correct) at which it answers alone.", ge=0, le=1
+    )
+    min_collaboration_gain: float = _setting(
+        0.0,
+        "Prior gate: the top model answers alone when the expected gain of collaborating "
+        "is below this (0: the gain never decides).",
+        ge=0,
+        le=1,
+    )
+    agreement_gate: bool = _setting(
+        False,
+        "True: when the references agree, the top-prior reference is the answer and no "
+        "fusion runs. Agreement: the same extracted final answer (letter, number or boxed "
+        "expression) when the support set's nearest family has an extractor, else every "
+        "pair of references at embedding cosine >= agreement_similarity.",
+    )
+    agreement_similarity: float = _setting(
+        0.9,
+        "Agreement gate: the cosine similarity every pair of references must reach when "
+        "no extractor applies.",
+        ge=-1,
+        le=1,
+    )
+    deadline_s: float | None = _setting(
+        None,
+        "Seconds from the start of a run to its answer, at most 86,400 (a day): every model "
+        "call is cut at the deadline, and the run answers with what arrived (the best "
+        "fusion scored, else the top-prior reference); the trace says what was cut. Unset: "
+        "no deadline beyond the stage timeouts.",
+        gt=0,
+        le=86_400,
+    )
+    references_as_candidates: bool = _setting(
+        False,
+        "True: the references join the fusions as candidates of the hybrid score, so a "
+        "fusion worse than its inputs can lose to them (referencers are then asked for "
+        "logprobs where the pool entry has them). Only when some fusion came back.",
+    )
+    max_calls: int | None = _setting(
+        None,
+        "Model calls planned per question (K + n), at most 4096: n shrinks first, then K, "
+        "never below one referencer (1: the top model alone). Unset: no cap. An aggregator "
+        "failover adds calls beyond the plan.",
+        ge=1,
+        le=4096,
     )
     max_concurrency: int = _setting(
         64,

@@ -4,7 +4,13 @@
 START -> select_priors --(Send x K)--> referencer -> drop_subsets --(Send x n)--> aggregate
       -> score -> END
                   score --(Send x n, to the next aggregator, when no fusion came back)--> aggregate
+         drop_subsets --(a gate answered alone: the top-prior reference)--> score
 ```
+
+The gates (`nodes/gates.py`, off by default): the prior gate and `max_calls` decide in
+`select_priors` how many referencers it sends (one, when the top model answers alone) and how
+many aggregations follow; the agreement gate decides in `drop_subsets`. `drop_subsets`' edge
+routes on that record, so Studio draws both ways out of it.
 
 The graph is returned uncompiled, so the caller picks the checkpointer and store
 (`build_graph(...).compile()`). Run settings arrive as the graph's context (`SMCSConfig`);
@@ -40,6 +46,7 @@ from smcs_graph.nodes import (
     send_aggregations,
     send_referencers,
 )
+from smcs_graph.nodes.gates import answers_alone
 from smcs_graph.state import SMCSInput, SMCSOutput, SMCSState
 
 NODES = ("select_priors", "referencer", "drop_subsets", "aggregate", "score")
@@ -85,10 +92,16 @@ def build_graph(
     # Path maps let get_graph() (and so Studio) draw the Send fan-outs.
     builder.add_conditional_edges("select_priors", send_referencers, ["referencer"])
     builder.add_edge("referencer", "drop_subsets")
-    builder.add_conditional_edges("drop_subsets", send_aggregations, ["aggregate"])
+    builder.add_conditional_edges("drop_subsets", _route_after_references, ["aggregate", "score"])
     builder.add_edge("aggregate", "score")
     builder.add_conditional_edges("score", _route_after_score, ["aggregate", END])
     return builder
+
+
+def _route_after_references(state: SMCSState) -> list[Send] | str:
+    """After `drop_subsets`: straight to `score` when a gate answered alone; else the subsets,
+    each to the aggregator."""
+    return "score" if answers_alone(state) else send_aggregations(state)
 
 
 def _route_after_score(state: SMCSState) -> list[Send] | str:

@@ -24,7 +24,13 @@ from smcs_graph.config import PriorRule, SMCSConfig
 from smcs_graph.core.learned import LearnedPrior
 from smcs_graph.embedder import Embedder
 
-__all__ = ["LEARNED_PENALTY", "LEARNED_RANK", "learned_prior", "prior_selection"]
+__all__ = [
+    "LEARNED_PENALTY",
+    "LEARNED_RANK",
+    "learned_prior",
+    "p_correct",
+    "prior_selection",
+]
 
 LEARNED_RANK = 32
 """The learned rule's question-map rank in the graph: with `LEARNED_PENALTY`, the pair that
@@ -186,3 +192,19 @@ def prior_selection(
         rule=settings.support_rule,
     )
     return support, _RULES[settings.prior_rule](support, names, bank, settings, query)
+
+
+def p_correct(
+    support: Support,
+    pool_names: Sequence[str],
+    bank: QuestionBank,
+    settings: SMCSConfig,
+    priors: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Each model's estimated P(correct) on the question, for the prior gate: the priors
+    themselves under the "learned" rule (a calibrated probability), else the "shrunk"
+    estimate (similarity-weighted support accuracy shrunk toward bank-wide accuracy)."""
+    if settings.prior_rule == "learned":
+        return np.clip(np.asarray(priors, dtype=np.float64), 0.0, 1.0)
+    shrunk = _shrunk(support, list(pool_names), bank, settings, None)
+    return np.clip(np.asarray(shrunk, dtype=np.float64), 0.0, 1.0)

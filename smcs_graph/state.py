@@ -56,6 +56,8 @@ class Selection(TypedDict):
     support_examples: list[SupportExample]
     notes: list[str]
     skipped: list[Skip]
+    n_used: NotRequired[int]
+    """Aggregations planned: `n_aggregations`, less what `max_calls` cut (0: no fusion)."""
 
 
 class Reference(TypedDict):
@@ -64,6 +66,8 @@ class Reference(TypedDict):
     model: str
     rank: int
     text: str
+    logprobs: NotRequired[list[float] | None]
+    """Its token logprobs, kept under `references_as_candidates` (for the hybrid score)."""
 
 
 class Candidate(TypedDict):
@@ -135,6 +139,10 @@ class SMCSState(SMCSInput, SMCSOutput, total=False):
     """Models passed over during the run (the selection's own are in `Selection.skipped`)."""
     run_notes: Annotated[list[str], operator.add]
     """What the run did beyond the selection's plan (failovers), for the trace's notes."""
+    gate: dict[str, Any] | None
+    """The adaptive gates' record (`nodes/gates.py`); None when no gate or cap is set."""
+    deadline: float | None
+    """The run's deadline (`time.time()` seconds), from `deadline_s`; None: none."""
 
 
 class ReferencerTask(TypedDict):
@@ -143,6 +151,8 @@ class ReferencerTask(TypedDict):
     model: str
     rank: int
     messages: list[AnyMessage]
+    deadline: NotRequired[float | None]
+    """The run's deadline (`time.time()` seconds; see `deadline_s`)."""
 
 
 class AggregationTask(TypedDict):
@@ -155,3 +165,5 @@ class AggregationTask(TypedDict):
     messages: list[AnyMessage]
     tools: list[dict[str, Any]]
     tool_choice: Any
+    deadline: NotRequired[float | None]
+    """The run's deadline (`time.time()` seconds; see `deadline_s`)."""

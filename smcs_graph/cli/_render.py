@@ -34,6 +34,9 @@ def render_trace(trace: Mapping[str, Any], answer: str) -> str:
     lines.append(
         f"  referencers: {', '.join(trace['referencers'])}; aggregator: {trace['aggregator']}"
     )
+    gate = trace.get("gate")
+    if gate:  # adaptive collaboration: why the run answered alone or collaborated
+        lines.append(f"  gate: {gate.get('reason', gate.get('decision'))}")
     lines.extend(f"  note: {note}" for note in trace["notes"])
     lines.append("\nReferences")
     for ref in trace["references"]:

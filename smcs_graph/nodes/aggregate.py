@@ -7,6 +7,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from smcs_graph import core
+from smcs_graph.nodes import gates
 from smcs_graph.nodes._common import (
     CallOutcome,
     ModelCall,
@@ -42,7 +43,7 @@ def _call(services: Services, task: AggregationTask, config: RunnableConfig) -> 
         task["index"],
         messages,
         kwargs,
-        settings.aggregation_timeout_s,
+        gates.call_timeout(settings.aggregation_timeout_s, task.get("deadline")),
         config,
         model=model,
     )

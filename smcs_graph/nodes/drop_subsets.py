@@ -2,7 +2,9 @@
 
 It also settles who fuses them: the first aggregator candidate that did not fail as a
 referencer in this run (a fixed aggregator is always tried), and `send_aggregations` sends the
-subsets to it, again for each next candidate when `score` fails over.
+subsets to it, again for each next candidate when `score` fails over. When a gate answers alone
+(the prior gate or `max_calls` in `select_priors`, or the agreement gate here: see
+`nodes/gates.py`) it draws no subsets and the graph goes straight to `score`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from langgraph.types import Send
 from smcs_graph import core
 from smcs_graph._input import conversation
 from smcs_graph.errors import SMCSError
+from smcs_graph.nodes import gates
 from smcs_graph.nodes._common import (
     Services,
     failure_summary,
@@ -37,11 +40,27 @@ def make_drop_subsets(services: Services) -> Any:
                 "Check that the endpoints are reachable, raise the timeouts, or lower "
                 "min_referencers."
             )
+        selection = state["selection"]
+        examples = selection["support_examples"]
+        gate = gates.agreement_gate(
+            state.get("gate"),
+            references if not gates.answers_alone(state) else [],
+            examples[0]["family"] if examples else None,
+            services.embedder,
+            settings,
+        )
+        alone = gate is not None and gate["decision"] == gates.ALONE
+        if not alone and gates.passed(state.get("deadline")):
+            gate = gates.deadline_gate(gate, references[0]["model"], state, settings)
+            alone = True
+        if alone and gate is not None:
+            progress({"stage": "drop_subsets", "gate": gate["reason"]})
+            return {"subsets": [], "gate": gate}
         # The selection's priors at full precision (the trace shows them rounded).
         priors = np.array([state["selection"]["priors"][r["model"]] for r in references])
         subsets = core.prior_drop_subsets(
             priors,
-            settings.n_aggregations,
+            selection.get("n_used", settings.n_aggregations),
             settings.k_drop,
             rng=settings.seed,
             mode=settings.drop_mode,
@@ -54,6 +73,7 @@ def make_drop_subsets(services: Services) -> Any:
             "subsets": named,
             "aggregator": aggregator or state["aggregator"],
             "skipped": skipped,
+            "gate": gate,
         }
 
     return drop_subsets
@@ -75,6 +95,7 @@ def send_aggregations(state: SMCSState) -> list[Send]:
                 messages=messages,
                 tools=list(state.get("tools") or []),
                 tool_choice=state.get("tool_choice"),
+                deadline=state.get("deadline"),
             ),
         )
         for index, subset in enumerate(state.get("subsets") or [])

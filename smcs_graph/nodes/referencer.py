@@ -6,7 +6,9 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
+from smcs_graph import core
 from smcs_graph._input import message_text
+from smcs_graph.nodes import gates
 from smcs_graph.nodes._common import (
     EMPTY_ANSWER,
     CallOutcome,
@@ -44,7 +46,11 @@ def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
             {"stage": STAGE, "model": task["model"], "ok": False, "error": outcome.failure["error"]}
         )
     else:
-        update["references"] = [Reference(model=task["model"], rank=task["rank"], text=text)]
+        reference = Reference(model=task["model"], rank=task["rank"], text=text)
+        metadata = outcome.message.response_metadata if outcome.message is not None else {}
+        if metadata.get("logprobs"):
+            reference["logprobs"] = core.token_logprobs(metadata["logprobs"].get("content"))
+        update["references"] = [reference]
         progress(
             {
                 "stage": STAGE,
@@ -64,13 +70,16 @@ def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
 def _call(services: Services, task: ReferencerTask, config: RunnableConfig) -> ModelCall:
     settings = run_settings(services)
     member = services.pool[task["model"]]
+    kwargs = member.call_kwargs(settings, seed_offset=task["rank"])
+    if settings.references_as_candidates and member.logprobs:
+        kwargs["logprobs"] = True  # the reference is a candidate of the hybrid score
     return ModelCall(
         STAGE,
         member,
         task["rank"],
         task["messages"],
-        member.call_kwargs(settings, seed_offset=task["rank"]),
-        settings.referencer_timeout_s,
+        kwargs,
+        gates.call_timeout(settings.referencer_timeout_s, task.get("deadline")),
         config,
     )
 

@@ -3,7 +3,8 @@
 When no aggregation came back it degrades instead: it hands the subsets to the next aggregator
 candidate (`failing_over`: the graph sends the subsets back to `aggregate`), and when none
 is left it answers with the top-prior reference and says so in the trace (`fallback`), unless
-`require_fusion` is set, which fails the run naming every failure.
+`require_fusion` is set, which fails the run naming every failure. When a gate answered alone
+(`nodes/gates.py`) it answers with the top-prior reference, and the trace's `gate` says why.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from smcs_graph import core
 from smcs_graph._input import message_text
 from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import SMCSError
+from smcs_graph.nodes import gates
 from smcs_graph.nodes._common import (
     Services,
     failure_summary,
@@ -30,12 +32,17 @@ from smcs_graph.nodes._common import (
     run_settings,
     threaded_node,
 )
+from smcs_graph.nodes.gates import answers_alone
 from smcs_graph.state import TRACE_DIGITS, CallRecord, Candidate, Skip, SMCSState
 
 COST_DIGITS = 8
 """Decimals of the run's cost: a call at a few cents per million tokens stays visible."""
 SECONDS_DIGITS = 3
 """Decimals of the run's wall time: milliseconds."""
+
+
+_CUT = "deadline reached: no failover to the next aggregator"
+"""The trace's note when the deadline stopped a failover."""
 
 
 class PerplexityUnavailableWarning(UserWarning):
@@ -82,6 +89,9 @@ def _degrade(settings: SMCSConfig, state: SMCSState) -> dict[str, Any]:
     the top-prior reference (or fail, under `require_fusion`)."""
     current = state.get("aggregator") or state["selection"]["aggregator"]
     following, skipped = next_aggregator(state, current)
+    if following is not None and gates.passed(state.get("deadline")):
+        following = None
+        state = {**state, "run_notes": [*(state.get("run_notes") or []), _CUT]}
     if following is not None:
         note = f"aggregator {current!r} gave no fusion: failing over to {following!r}"
         progress({"stage": "score", "failover": following, "from": current})
@@ -164,6 +174,7 @@ def _trace(
         ],
         "skipped": [*selection["skipped"], *(state.get("skipped") or []), *skipped],
         "fallback": fallback,
+        "gate": state.get("gate"),
         "references": [
             {"model": r["model"], "rank": r["rank"], "text": r["text"]}
             for r in sorted(state.get("references") or [], key=lambda r: r["rank"])
@@ -193,11 +204,43 @@ def _trace(
     }
 
 
+def _alone(settings: SMCSConfig, state: SMCSState) -> dict[str, Any]:
+    """A gate answered alone: the top-prior reference is the answer (see `nodes/gates.py`)."""
+    top = min(state.get("references") or [], key=lambda r: r["rank"])
+    progress({"stage": "score", "alone": top["model"]})
+    return _answer(AIMessage(content=top["text"]), _trace(settings, state, [], []))
+
+
+def _reference_candidates(state: SMCSState, start: int) -> list[Candidate]:
+    """The references as hybrid-score candidates (`references_as_candidates`), numbered from
+    `start`, each its own subset and "aggregator"."""
+    references = sorted(state.get("references") or [], key=lambda r: r["rank"])
+    return [
+        Candidate(
+            index=start + i,
+            subset=[r["model"]],
+            aggregator=r["model"],
+            message=AIMessage(content=r["text"]),
+            logprobs=r.get("logprobs"),
+        )
+        for i, r in enumerate(references)
+    ]
+
+
 def _score(services: Services, state: SMCSState) -> dict[str, Any]:
     settings = run_settings(services)
+    if answers_alone(state):
+        return _alone(settings, state)
     candidates: list[Candidate] = sorted(state.get("candidates") or [], key=lambda c: c["index"])
     if not candidates:
         return _degrade(settings, state)
+    if gates.passed(state.get("deadline")):
+        cut = sum(f["stage"] == "aggregate" for f in state.get("failures") or [])
+        note = f"deadline {settings.deadline_s:g} s reached: scored the fusions that arrived"
+        state = {**state, "run_notes": [*(state.get("run_notes") or []), f"{note} ({cut} cut)"]}
+    fusions, mixed = len(candidates), settings.references_as_candidates
+    if mixed:
+        candidates += _reference_candidates(state, start=max(c["index"] for c in candidates) + 1)
     texts = [candidate_text(c["message"]) for c in candidates]
     similarity = core.mean_pairwise_similarity(
         services.embedder.embed(texts), include_self=settings.similarity_mode == "authors"
@@ -234,6 +277,8 @@ def _score(services: Services, state: SMCSState) -> dict[str, Any]:
             "perplexity": None if perplexities is None else _finite(perplexities[i]),
             "total": _finite(totals[i]),
             "chosen": i == best,
+            # Only when references compete, so the default trace keeps its shape.
+            **({"source": "fusion" if i < fusions else "reference"} if mixed else {}),
         }
         for i, c in enumerate(candidates)
     ]

@@ -12,12 +12,16 @@ from typing import Any
 
 import numpy as np
 from langgraph.types import Overwrite, Send
+from numpy.typing import NDArray
 
 from smcs_graph import core
 from smcs_graph._input import conversation, retrieval_query
+from smcs_graph.bank import Support
+from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import ConfigError
+from smcs_graph.nodes import gates
 from smcs_graph.nodes._common import Services, progress, run_settings, threaded_node
-from smcs_graph.selection import prior_selection
+from smcs_graph.selection import p_correct, prior_selection
 from smcs_graph.state import ReferencerTask, Selection, Skip, SMCSState, SupportExample
 
 SUPPORT_EXAMPLES = 5
@@ -74,6 +78,15 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
     chosen = core.select_top_k(priors[available], k_used)
     referencers = [pool_names[available[i]] for i in chosen]
 
+    gate, n_used = _gate(services, settings, support, priors, referencers)
+    if gate is not None and gate["decision"] == gates.ALONE:
+        referencers, k_used, n_used = referencers[:1], 1, 0
+        notes.append(gate["reason"])
+    elif gate is not None:
+        if "caps" in gate:
+            referencers, k_used = referencers[: gate["caps"]["k"]], gate["caps"]["k"]
+        notes.append(gate["reason"])
+
     if settings.aggregator is not None:
         aggregator = settings.aggregator
         aggregators = [aggregator]
@@ -106,8 +119,11 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
         support_examples=examples,
         notes=notes,
         skipped=skipped,
+        n_used=n_used,
     )
     progress({"stage": "select_priors", "referencers": referencers, "aggregator": aggregator})
+    if gate is not None:
+        progress({"stage": "gate", "decision": gate["decision"], "reason": gate["reason"]})
     return {
         "messages": messages if not state.get("messages") else [],
         "selection": selection,
@@ -122,7 +138,38 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
         "aggregator": aggregator,
         "failing_over": False,
         "subsets": [],
+        "gate": gate,
+        "deadline": gates.deadline_at(started, settings),
     }
+
+
+def _gate(
+    services: Services,
+    settings: SMCSConfig,
+    support: Support,
+    priors: NDArray[np.float64],
+    referencers: list[str],
+) -> tuple[dict[str, Any] | None, int]:
+    """The prior gate's and the budget's record (None: neither is set) and the aggregations
+    planned."""
+    gate: dict[str, Any] | None = None
+    if settings.collaboration == "adaptive":
+        names = services.pool.names
+        estimate = p_correct(support, names, services.bank, settings, priors)
+        p_by_model = {name: float(p) for name, p in zip(names, estimate, strict=True)}
+        gate = gates.prior_gate(p_by_model, referencers, settings)
+        if gate["decision"] == gates.ALONE:
+            return gate, 0
+    if settings.max_calls is None:
+        return gate, settings.n_aggregations
+    k, n = gates.fit_budget(len(referencers), settings.n_aggregations, settings.max_calls)
+    if n == 0:
+        return {**(gate or {}), **gates.budget_gate(referencers[0], settings.max_calls)}, 0
+    caps = {"max_calls": settings.max_calls, "k": k, "n_aggregations": n}
+    reason = f"max_calls={settings.max_calls}: k={k}, n_aggregations={n}"
+    if gate is None:
+        return {"decision": gates.COLLABORATE, "stage": "budget", "reason": reason, "caps": caps}, n
+    return {**gate, "caps": caps, "reason": f"{gate['reason']}; {reason}"}, n
 
 
 def make_select_priors(services: Services) -> Any:
@@ -132,7 +179,11 @@ def make_select_priors(services: Services) -> Any:
 def send_referencers(state: SMCSState) -> list[Send]:
     """Fan out: one `Send` per selected referencer, all answered in parallel."""
     messages = conversation(state)
+    deadline = state.get("deadline")
     return [
-        Send("referencer", ReferencerTask(model=name, rank=rank, messages=messages))
+        Send(
+            "referencer",
+            ReferencerTask(model=name, rank=rank, messages=messages, deadline=deadline),
+        )
         for rank, name in enumerate(state["selection"]["referencers"])
     ]
