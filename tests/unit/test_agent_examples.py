@@ -2,25 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_example(name: str, *args: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / name), *args],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+from tests.unit.test_examples_fake import run_example
 
 
 def test_routed_agent_keeps_the_top_prior_model_through_the_tool_loop() -> None:

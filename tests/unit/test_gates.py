@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -202,10 +201,10 @@ def test_deadline_answers_with_the_references_that_arrived(bank, embedder) -> No
         "histo": FakeChatModel(responses=["It began in 1789."], latency_s=5.0),
         "weak": FakeChatModel(responses=["I do not know."]),
     }
-    started = time.perf_counter()
     out = _run(make_pool(**fakes), bank, embedder, deadline_s=1.0)
-    assert time.perf_counter() - started < 2.0  # the deadline plus one second
     trace = out["trace"]
+    # the slow reference was cut at the deadline (cancelled), not waited for
+    assert ["TimeoutError" in f["error"] for f in trace["failures"]] == [True]
     assert out["answer"] == "The answer is 42."
     assert trace["gate"]["stage"] == "deadline" and "referencer histo" in trace["gate"]["reason"]
     assert [f["model"] for f in trace["failures"]] == ["histo"]
@@ -221,10 +220,10 @@ def test_deadline_cuts_slow_fusions_and_does_not_fail_over(bank, embedder) -> No
         "histo": FakeChatModel(responses=["It began in 1789."]),
         "weak": FakeChatModel(responses=["I do not know."]),
     }
-    started = time.perf_counter()
     out = _run(make_pool(**fakes), bank, embedder, deadline_s=1.0)
-    assert time.perf_counter() - started < 2.0
     trace = out["trace"]
+    fusions = [c for c in trace["calls"] if c["stage"] == "aggregate"]
+    assert fusions and all("TimeoutError" in c.get("error", "") for c in fusions)  # cut, not waited
     assert out["answer"] == "The answer is 42." and trace["fallback"]
     assert "deadline reached: no failover to the next aggregator" in trace["notes"]
     assert {c["model"] for c in trace["calls"] if c["stage"] == "aggregate"} == {"mathy"}
