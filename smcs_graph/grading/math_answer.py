@@ -10,6 +10,7 @@ reused (at most `MAX_WORKERS` at once; threads beyond wait for one) and end with
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import re
@@ -127,12 +128,16 @@ class _Worker:
         reply: dict[str, Any] = json.loads(line)
         return reply
 
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
     def kill(self) -> None:
         self._process.kill()
         self._process.wait()
         for stream in (self._process.stdin, self._process.stdout):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):  # a dead worker's pipe: nothing to flush
+                    stream.close()
 
 
 class _Workers:
@@ -147,12 +152,16 @@ class _Workers:
     def check(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any] | None:
         """The worker's reply, or None when it ran past `timeout_s` (then it was killed)."""
         with self._slots:
-            with self._lock:
-                worker = self._idle.pop() if self._idle else None
-            if worker is None:
-                worker = _Worker()
+            idle = self._idle_worker()
+            worker = idle if idle is not None else _Worker()
             try:
                 reply = worker.ask(request, timeout_s)
+                if idle is not None and reply is not None and reply.get("error") == _DIED:
+                    # An idle worker can die with the thread that started it (its parent-death
+                    # signal follows that thread): ask a fresh one instead.
+                    worker.kill()
+                    worker = _Worker()
+                    reply = worker.ask(request, timeout_s)
             except BaseException:
                 worker.kill()  # e.g. KeyboardInterrupt while waiting: its state is unknown
                 raise
@@ -164,6 +173,15 @@ class _Workers:
             with self._lock:
                 self._idle.append(worker)
             return reply
+
+    def _idle_worker(self) -> _Worker | None:
+        """A live idle worker (dead ones are discarded), or None."""
+        while True:
+            with self._lock:
+                worker = self._idle.pop() if self._idle else None
+            if worker is None or worker.alive():
+                return worker
+            worker.kill()
 
     def close(self) -> None:
         with self._lock:

@@ -101,6 +101,17 @@ def test_math_in_a_worker_thread() -> None:
     assert results and results[0].correct
 
 
+def test_math_grading_outlives_the_threads_that_started_its_workers() -> None:
+    """Workers started from a thread die with it; a later pool of threads still grades right
+    (profiling and eval each grade from a fresh thread pool, several times per process)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for _ in range(3):
+        with ThreadPoolExecutor(2) as threads:
+            verdicts = list(threads.map(lambda r: grade(MATH, r), ["\\boxed{3/4}", "\\boxed{3}"]))
+        assert [v.correct for v in verdicts] == [True, False], [v.detail for v in verdicts]
+
+
 def test_a_math_answer_that_never_finishes_is_graded_wrong_and_its_worker_replaced() -> None:
     from smcs_graph.grading import math_answer
 
