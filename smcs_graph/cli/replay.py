@@ -186,6 +186,42 @@ def register(commands: Any) -> None:
         help="L2 penalties the learned rule's cross-validation searches (default "
         "1,10,100,1000,10000)",
     )
+    stream = parser.add_argument_group(
+        "stream (--stream): learning from partial feedback",
+        "Simulate a stream instead of one split: per seed a held-out set (--test-fraction), an "
+        "initial bank (--initial-fraction of each category, every model's cells), and the rest "
+        "arriving in a seeded order; each question is routed from the current bank (--rule: "
+        "paper, shrunk or hier), the top-1's recorded correctness is scored, then the bank "
+        "gains the question with the cells the mode reveals: static (none), chosen (the "
+        "top-1's), top-k (the K top-ranked), full (all), explore / explore-top-k (chosen / "
+        "top-k ranked by an upper-confidence bonus c*sqrt(log n_support / (1 + n_labels)); c "
+        "chosen on the initial bank unless --explore-c). Unrevealed cells are masked, never "
+        "wrong. --seeds, --n-sup-base, --gamma, --support-rule, --json and --markdown apply.",
+    )
+    stream.add_argument("--stream", action="store_true", help="run the stream replay")
+    stream.add_argument(
+        "--modes",
+        default="static,chosen,top-k,full,explore",
+        metavar="M,M,...",
+        help="modes to compare (default static,chosen,top-k,full,explore; also explore-top-k)",
+    )
+    stream.add_argument(
+        "--initial-fraction",
+        type=float,
+        default=0.05,
+        help="share of each category in the initial bank (default 0.05)",
+    )
+    stream.add_argument("--k", type=int, default=7, help="models asked in top-k modes (default 7)")
+    stream.add_argument(
+        "--window", type=int, default=1000, help="questions per accuracy window (default 1000)"
+    )
+    stream.add_argument(
+        "--explore-c", type=float, default=None, help="fix the UCB weight c (default: chosen)"
+    )
+    stream.add_argument(
+        "--limit", type=int, default=None, help="stream at most this many questions per seed"
+    )
+    stream.add_argument("--plot", type=Path, help="write the stream plot as a PNG")
     output = parser.add_argument_group("output")
     output.add_argument("--json", type=Path, help="write the full report (per seed) as JSON")
     output.add_argument("--markdown", type=Path, help="write the tables as Markdown")
@@ -243,6 +279,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
+    if args.stream:
+        return _run_stream(args, data, embeddings, progress)
+
     report = run_replay(
         embeddings,
         data.capability,
@@ -258,6 +297,58 @@ def run(args: argparse.Namespace) -> int:
         _write(args.markdown, render_markdown(report, command))
     if args.json is not None:
         _write(args.json, render_json(report, {"command": command, "text": args.text}))
+    return EXIT_OK
+
+
+def _run_stream(args: argparse.Namespace, data: Any, embeddings: Any, progress: Any) -> int:
+    """`--stream`: the stream replay's table on stdout, JSON, Markdown and plot on request."""
+    from smcs_graph.cli import EXIT_OK
+    from smcs_graph.offline.evaluation.stream import StreamSettings, run_stream
+    from smcs_graph.offline.evaluation.stream_report import (
+        render_stream_json,
+        render_stream_markdown,
+        render_stream_text,
+        stream_plot,
+    )
+
+    rule = "paper" if args.rule == "all" else args.rule
+    try:
+        settings = StreamSettings(
+            rule=rule,
+            modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()),
+            seeds=(args.seed,) if args.seed is not None else tuple(range(args.seeds)),
+            initial_fraction=args.initial_fraction,
+            held_out_fraction=args.test_fraction,
+            k=args.k,
+            window=args.window,
+            n_sup_base=args.n_sup_base,
+            gamma=args.gamma,
+            support_rule=args.support_rule,
+            explore_c=args.explore_c,
+            limit=args.limit,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--stream: {exc}") from exc
+    report = run_stream(
+        embeddings,
+        data.capability,
+        data.measured,
+        data.categories,
+        data.models,
+        settings,
+        progress=progress,
+    )
+    print(render_stream_text(report))
+    command = "smcs replay " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else None
+    if args.markdown is not None:
+        _write(args.markdown, render_stream_markdown(report, command))
+    if args.json is not None:
+        _write(args.json, render_stream_json(report, {"command": command, "text": args.text}))
+    if args.plot is not None:
+        try:
+            stream_plot(report, args.plot)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.plot}: {exc}; choose a writable path") from exc
     return EXIT_OK
 
 
