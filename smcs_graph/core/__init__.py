@@ -41,6 +41,13 @@ blended with the hier estimate                                                  
             `fit_blend`, `Blend`       P = sigmoid(w_l logit(learned) + w_k logit(kNN) + w_0)
             `LearnedPrior`             the fitted rule of one bank: fit, refit one model, P(correct)
 
+One interface for every prior rule                                            `prior_rules`
+            `PriorRuleBase`            fit(bank) -> fitted; refit_model(name, bank) (that model's
+                                       state alone); priors and calibrated p_correct of one
+                                       query or a batch (`Evidence`); `BankArrays` the bank
+            `PaperRule`, `ShrunkRule`, `HierRule`, `LearnedRule`  the four, by name in `RULES`
+            `register`, `make_rule`    a new rule is one class and `@register`
+
 Eq. 3, eq. 4 and both rules take one query (n,) or a batch (Q, n) with a `support` mask: the
 graph (one question) and replay evaluation (every test question) call the same code.
 
@@ -59,6 +66,14 @@ from smcs_graph.core.epe import (
     token_logprobs,
 )
 from smcs_graph.core.learned import LearnedPrior
+from smcs_graph.core.prior_rules import (
+    RULES,
+    BankArrays,
+    Evidence,
+    PriorRuleBase,
+    make_rule,
+    register,
+)
 from smcs_graph.core.ranking import pairwise_ranking_score
 from smcs_graph.core.rps import (
     cosine_similarities,
@@ -84,8 +99,12 @@ from smcs_graph.core.rules import (
 )
 
 __all__ = [
+    "RULES",
+    "BankArrays",
+    "Evidence",
     "LearnedPrior",
     "PriorRule",
+    "PriorRuleBase",
     "Rule",
     "category_accuracy",
     "category_codes",
@@ -96,12 +115,14 @@ __all__ = [
     "hier_prior_scores",
     "hybrid_scores",
     "kernel_weights",
+    "make_rule",
     "mean_pairwise_similarity",
     "pairwise_ranking_score",
     "perplexity",
     "prior_drop_distribution",
     "prior_drop_subsets",
     "prior_scores",
+    "register",
     "select_top_k",
     "shrink",
     "shrunk_category_table",

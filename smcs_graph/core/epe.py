@@ -6,6 +6,7 @@ eq. 6 (perplexity) and eq. 7 (the hybrid score) choose among the aggregations' a
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from numbers import Real
@@ -22,6 +23,7 @@ __all__ = [
     "perplexity",
     "prior_drop_distribution",
     "prior_drop_subsets",
+    "subset_probability",
     "token_logprobs",
 ]
 
@@ -63,6 +65,7 @@ def prior_drop_subsets(
     *,
     rng: np.random.Generator | int | None = None,
     mode: Rule = "paper",
+    distinct: bool = False,
 ) -> list[tuple[int, ...]]:
     """EPE step 2: n subsets of K - k_drop positions, successive draws from the prior-drop p.
 
@@ -70,6 +73,12 @@ def prior_drop_subsets(
     positions left. Subsets hold at least one position (K - k_drop < 1 gives size 1) and are
     tuples of positions into `priors` in draw order. k_drop=0 gives all positions, in a
     sampled order. The same integer seed gives the same subsets.
+
+    distinct=False: the paper's independent draws (subsets may repeat). distinct=True: no
+    subset (as a set) repeats while an unused one is left: a repeat is drawn again, up to
+    `DISTINCT_TRIES` times, then the most probable unused subset is taken (`_most_probable`).
+    Once every subset of the size is used they may repeat, each used once more before any
+    twice. The first draw is the independent one's.
     """
     if n < 1:
         raise ValueError(f"n (number of subsets) must be >= 1, got {n}")
@@ -78,24 +87,86 @@ def prior_drop_subsets(
     p = prior_drop_distribution(priors, mode=mode)
     size = max(p.shape[0] - k_drop, 1)
     gen = np.random.default_rng(rng)
+    if not distinct:
+        return [_draw(p, size, gen) for _ in range(n)]
+    total = math.comb(p.shape[0], size)
+    used: set[frozenset[int]] = set()
     subsets: list[tuple[int, ...]] = []
     for _ in range(n):
-        remaining = list(range(p.shape[0]))
-        drawn: list[int] = []
-        for _ in range(size):
-            weights = p[remaining]
-            total = float(weights.sum())
-            if total <= 0.0:
-                # Every remaining weight underflowed to 0: fall back to uniform over them.
-                weights = np.ones(len(remaining))
-                total = float(len(remaining))
-            cumulative = np.cumsum(weights)
-            pos = int(np.searchsorted(cumulative, gen.random() * total, side="right"))
-            # u * total can round up to the total; never pick past the last positive weight.
-            pos = min(pos, int(np.flatnonzero(weights > 0.0)[-1]))
-            drawn.append(remaining.pop(pos))
-        subsets.append(tuple(drawn))
+        if len(used) == total:
+            used.clear()  # every subset used: a new round
+        drawn = _draw(p, size, gen)
+        tries = 1
+        while frozenset(drawn) in used and tries < DISTINCT_TRIES:
+            drawn, tries = _draw(p, size, gen), tries + 1
+        if frozenset(drawn) in used:
+            drawn = _most_probable(p, size, used) or drawn
+        used.add(frozenset(drawn))
+        subsets.append(drawn)
     return subsets
+
+
+DISTINCT_TRIES = 64
+"""Draws per subset before `prior_drop_subsets(distinct=True)` takes the most probable unused."""
+_MAX_ENUMERATED = 20_000
+"""Subsets enumerated to find the most probable unused one (beyond: a repeat is kept; with
+that many subsets, 64 draws all repeating is vanishingly rare)."""
+
+
+def _draw(p: NDArray[np.float64], size: int, gen: np.random.Generator) -> tuple[int, ...]:
+    """One subset of `size` positions, drawn without replacement from `p`."""
+    remaining = list(range(p.shape[0]))
+    drawn: list[int] = []
+    for _ in range(size):
+        weights = p[remaining]
+        total = float(weights.sum())
+        if total <= 0.0:
+            # Every remaining weight underflowed to 0: fall back to uniform over them.
+            weights = np.ones(len(remaining))
+            total = float(len(remaining))
+        cumulative = np.cumsum(weights)
+        pos = int(np.searchsorted(cumulative, gen.random() * total, side="right"))
+        # u * total can round up to the total; never pick past the last positive weight.
+        pos = min(pos, int(np.flatnonzero(weights > 0.0)[-1]))
+        drawn.append(remaining.pop(pos))
+    return tuple(drawn)
+
+
+def subset_probability(p: NDArray[np.float64], subset: Sequence[int]) -> float:
+    """The probability that `_draw` gives `subset` as a set: the sum over its orders of the
+    sequential draw probabilities (exact up to 6 positions; above, the product of p, which
+    ranks subsets the same way when p is not too uneven)."""
+    members = list(subset)
+    if len(members) > 6:
+        return float(np.prod(p[members]))
+    total = 0.0
+    for order in itertools.permutations(members):
+        left, prob = 1.0, 1.0
+        for i in order:
+            prob *= p[i] / left if left > 0.0 else 0.0
+            left -= p[i]
+        total += prob
+    return total
+
+
+def _most_probable(
+    p: NDArray[np.float64], size: int, used: set[frozenset[int]]
+) -> tuple[int, ...] | None:
+    """The unused subset of `size` positions most likely under `_draw`, its positions by p
+    (highest first); None when there are too many to enumerate."""
+    if math.comb(p.shape[0], size) > _MAX_ENUMERATED:
+        return None
+    best: tuple[int, ...] | None = None
+    best_p = -1.0
+    for combo in itertools.combinations(range(p.shape[0]), size):
+        if frozenset(combo) in used:
+            continue
+        prob = subset_probability(p, combo)
+        if prob > best_p:
+            best, best_p = combo, prob
+    if best is None:
+        return None
+    return tuple(sorted(best, key=lambda i: (-p[i], i)))
 
 
 def mean_pairwise_similarity(

@@ -28,6 +28,7 @@ __all__ = [
     "LearnedPrior",
     "QuestionMap",
     "fit_blend",
+    "fit_held_blend",
     "fit_model",
     "fit_models",
     "fit_question_map",
@@ -76,20 +77,32 @@ class QuestionMap:
 
 
 def fit_question_map(embeddings: ArrayLike, rank: int) -> QuestionMap:
-    """PCA of the bank's embeddings (N, d), whitened: the shared question map f (rank <= d)."""
+    """PCA of the bank's embeddings (N, d), whitened: the shared question map f.
+
+    Its rank is min(rank, d), and at most N - 1 when N <= d (N centred rows span no more
+    directions; those come from the (N, N) Gram matrix, not the (d, d) covariance)."""
     e = np.asarray(embeddings, dtype=np.float64)
     if e.ndim != 2 or e.shape[0] < 2:
         raise ValueError(f"embeddings must be (N >= 2, d), got shape {e.shape}")
-    rank = min(rank, e.shape[1])
+    n, d = e.shape
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
     mean = e.mean(axis=0)
     centred = e - mean
-    values, vectors = np.linalg.eigh(centred.T @ centred / (e.shape[0] - 1))
-    order = np.argsort(values)[::-1][:rank]
-    scale = 1.0 / np.sqrt(np.maximum(values[order], 1e-12))
+    if n <= d:
+        rank = min(rank, n - 1)
+        gram_values, gram_vectors = np.linalg.eigh(centred @ centred.T / (n - 1))
+        order = np.argsort(gram_values)[::-1][:rank]
+        values = gram_values[order]
+        vecs = centred.T @ gram_vectors[:, order]
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=0), 1e-300)
+    else:
+        rank = min(rank, d)
+        all_values, all_vectors = np.linalg.eigh(centred.T @ centred / (n - 1))
+        order = np.argsort(all_values)[::-1][:rank]
+        values, vecs = all_values[order], all_vectors[:, order]
+    scale = 1.0 / np.sqrt(np.maximum(values, 1e-12))
     # A fixed sign per component (largest loading positive): the same bank gives the same map.
-    vecs = vectors[:, order]
     signs = np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(rank)])
     return QuestionMap(mean=mean, components=vecs * signs * scale)
 
@@ -230,6 +243,34 @@ def fit_blend(
     return Blend(float(theta[0]), float(theta[1]), offset)
 
 
+def fit_held_blend(
+    embeddings: ArrayLike,
+    capability: ArrayLike,
+    measured: ArrayLike,
+    held_knn: tuple[NDArray[np.intp], NDArray[np.float64]],
+    rank: int,
+    penalty: float,
+    *,
+    folds: int = 3,
+    seed: int = 0,
+) -> Blend:
+    """The blend fitted on `held_knn` = (bank rows, their held-out kNN priors (Q, R)) against
+    `folds`-fold held-out learned logits of the same rows (map and models fitted without them)."""
+    emb = np.asarray(embeddings, dtype=np.float64)
+    cap = np.asarray(capability, dtype=np.float64)
+    mask = np.asarray(measured, dtype=bool)
+    rows, knn = held_knn
+    fold = np.random.default_rng(seed).permutation(emb.shape[0]) % folds
+    held = np.zeros((emb.shape[0], cap.shape[0]))
+    for f in range(folds):
+        train = fold != f
+        part = fit_question_map(emb[train], rank)
+        x = part(emb)
+        models = fit_models(x[train], cap[:, train], mask[:, train], penalty)
+        held[~train] = models.logits(x[~train])
+    return fit_blend(held[rows], knn, cap[:, rows].T, mask[:, rows].T)
+
+
 # --------------------------------------------------------------------------- the rule
 
 
@@ -276,16 +317,7 @@ class LearnedPrior:
         fitted = fit_models(features, cap, mask, penalty)
         blend = Blend()
         if held_knn is not None:
-            rows, knn = held_knn
-            fold = np.random.default_rng(seed).permutation(emb.shape[0]) % folds
-            held = np.zeros((emb.shape[0], cap.shape[0]))
-            for f in range(folds):
-                train = fold != f
-                part = fit_question_map(emb[train], rank)
-                x = part(emb)
-                models = fit_models(x[train], cap[:, train], mask[:, train], penalty)
-                held[~train] = models.logits(x[~train])
-            blend = fit_blend(held[rows], knn, cap[:, rows].T, mask[:, rows].T)
+            blend = fit_held_blend(emb, cap, mask, held_knn, rank, penalty, folds=folds, seed=seed)
         params = {
             name: (fitted.theta[m].copy(), float(fitted.bias[m])) for m, name in enumerate(names)
         }

@@ -302,12 +302,15 @@ def test_graph_and_replay_give_the_same_priors(prior_rule: PriorRule) -> None:
             temperature=settings.hier_temperature,
             category_temperature=settings.hier_category_temperature,
         )
-    if prior_rule == "learned":  # the bank's one fit, blended with the same hier priors
-        from smcs_graph.selection import learned_prior
+    if prior_rule == "learned":  # replay's fit from scratch, with the graph's blend
+        from smcs_graph.offline.evaluation.learned import LearnedChoice, learned_priors
+        from smcs_graph.selection import LEARNED_PENALTY, LEARNED_RANK, fitted_rule
 
         vectors = np.asarray(embedder.embed(queries), dtype=np.float64)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        batch = learned_prior(bank, settings).p_correct(vectors, models, batch)
+        blend = fitted_rule(bank, settings).shared.blend
+        choice = LearnedChoice(LEARNED_RANK, LEARNED_PENALTY, blend, 0.0, 0.0)
+        batch = learned_priors(embeddings, data.capability, data.measured, vectors, batch, choice)
     for row, question in enumerate(queries):
         _, one = prior_selection(question, models, bank, embedder, settings)
         np.testing.assert_allclose(one, batch[row], rtol=1e-9, atol=1e-12)
@@ -317,7 +320,7 @@ def test_learned_rule_fits_once_per_snapshot_and_refits_only_a_changed_model() -
     from smcs_graph import BankQuestion, QuestionBank
     from smcs_graph.config import SMCSConfig
     from smcs_graph.embedder import HashingEmbedder
-    from smcs_graph.selection import learned_prior, prior_selection
+    from smcs_graph.selection import fitted_rule, prior_selection
 
     rng = np.random.default_rng(5)
     embedder = HashingEmbedder(dimension=32)
@@ -328,13 +331,15 @@ def test_learned_rule_fits_once_per_snapshot_and_refits_only_a_changed_model() -
     for model in ("a", "b"):
         bank.record_results(model, {f"q{i}": bool(rng.random() < 0.5) for i in range(80)})
     settings = SMCSConfig(n_sup_base=10, prior_rule="learned")
-    first = learned_prior(bank, settings)
-    assert learned_prior(bank, settings) is first  # cached for the snapshot
+    first = fitted_rule(bank, settings)
+    assert fitted_rule(bank, settings) is first  # cached for the snapshot
     _, priors = prior_selection("w1 w2 x3", ["a", "b", "new"], bank, embedder, settings)
     assert priors.shape == (3,) and ((priors > 0.0) & (priors < 1.0)).all()
     bank.record_results("new", {f"q{i}": i % 2 == 0 for i in range(80)})
-    second = learned_prior(bank, settings)
+    second = fitted_rule(bank, settings)
     assert second is not first and set(second.models) == {"a", "b", "new"}
-    for name in ("a", "b"):  # untouched by the new model's results: bit-identical
-        assert second.models[name][0] is first.models[name][0]
-    assert second.question_map is first.question_map
+    for name in ("a", "b"):  # untouched by the new model's results: the same objects
+        assert second.models[name] is first.models[name]
+        assert second.shared.knn.models[name] is first.shared.knn.models[name]
+    assert second.shared.question_map is first.shared.question_map
+    assert second.shared.blend == first.shared.blend

@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 
 from smcs_graph import QuestionBank, core
 from smcs_graph.core import category_accuracy, support_mask
+from smcs_graph.core.learned import fit_question_map
 from smcs_graph.embedder import HashingEmbedder
 from smcs_graph.errors import ConfigError
 from smcs_graph.offline.evaluation import (
@@ -26,6 +27,7 @@ from smcs_graph.offline.evaluation import (
 )
 from smcs_graph.offline.evaluation.calibration import calibrate_hier, calibrate_shrunk
 from smcs_graph.offline.evaluation.embeddings import cached_embeddings, texts_key
+from smcs_graph.offline.evaluation.learned import calibrate_learned
 from smcs_graph.offline.evaluation.metrics import evaluate_rankings, random_metrics
 from smcs_graph.offline.evaluation.priors import (
     hier_priors,
@@ -311,6 +313,44 @@ def test_router_ties_go_to_bank_accuracy_then_pool_order() -> None:
     assert np.argsort(-scores[0], kind="stable").tolist() == [2, 1, 3, 0]
     assert np.argsort(-scores[1], kind="stable").tolist() == [0, 2, 3, 1]
     assert len(set(scores[0].tolist())) == 4  # a strict order: no tie left for eq. 8
+
+
+def test_a_small_bank_question_map_is_the_covariance_pca_of_its_rows() -> None:
+    """N <= d rows: the map comes from the (N, N) Gram matrix and spans N - 1 directions, the
+    covariance's own (the others would be noise scaled by 1e6)."""
+    rng = np.random.default_rng(11)
+    emb = rng.normal(size=(20, 50)) * np.linspace(3.0, 0.1, 50)
+    qmap = fit_question_map(emb, 64)
+    assert qmap.rank == 19
+    centred = emb - emb.mean(axis=0)
+    values, vectors = np.linalg.eigh(centred.T @ centred / 19)
+    top = np.argsort(values)[::-1][:19]
+    reference = vectors[:, top] / np.sqrt(values[top])
+    reference *= np.sign(reference[np.abs(reference).argmax(axis=0), np.arange(19)])
+    np.testing.assert_allclose(qmap.components, reference, atol=1e-8)
+    np.testing.assert_allclose(np.cov(qmap(emb).T), np.eye(19), atol=1e-8)  # whitened
+    assert fit_question_map(emb[:5], 3).rank == 3  # a rank the rows span is kept
+    assert fit_question_map(rng.normal(size=(60, 50)), 64).rank == 50  # N > d: d
+
+
+def test_learned_cross_validation_on_a_small_bank_searches_ranks_its_folds_span() -> None:
+    rng = np.random.default_rng(12)
+    emb = rng.normal(size=(30, 40))
+    cap = (rng.random((3, 30)) < 0.5).astype(np.float64)
+    measured = np.ones(cap.shape, bool)
+    rows, knn = np.arange(30), np.full((30, 3), 0.5)
+    # 3 folds of 10: each trains on 20 rows, whose map spans 19 directions at most.
+    wide = calibrate_learned(emb, cap, measured, rows, knn, rank_grid=(64,), penalty_grid=(10.0,))
+    assert wide.rank == 19 and wide.at_edge == ()
+    both = calibrate_learned(
+        emb, cap, measured, rows, knn, rank_grid=(2, 19, 32, 64), penalty_grid=(10.0,)
+    )
+    assert both.rank in (2, 19)
+    same = calibrate_learned(emb, cap, measured, rows, knn, rank_grid=(19,), penalty_grid=(10.0,))
+    if both.rank == 19:
+        assert (both.cv_top1, both.cv_pairwise) == (same.cv_top1, same.cv_pairwise)
+    with pytest.raises(ValueError, match="too few for the learned rule's 3-fold"):
+        calibrate_learned(emb[:2], cap[:, :2], measured[:, :2], rows[:2], knn[:2])
 
 
 def test_replay_counts_skipped_and_partially_measured_questions() -> None:

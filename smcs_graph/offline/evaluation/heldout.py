@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from smcs_graph import core
+from smcs_graph.core.prior_rules import held_rows
 from smcs_graph.offline.evaluation.priors import similarity_matrix
 
 __all__ = ["bank_queries", "paper_feature", "router_feature", "self_excluded_similarities"]
@@ -24,11 +25,9 @@ _EXCLUDED = -2.0  # below any cosine: a query's own bank row never joins its sup
 
 
 def bank_queries(measured: NDArray[np.bool_], queries: int, seed: int) -> NDArray[np.intp]:
-    """Up to `queries` seeded bank rows with at least two measured models, sorted."""
-    scorable = np.flatnonzero(measured.sum(axis=0) >= 2)
-    rng = np.random.default_rng(seed)
-    picked: NDArray[np.intp] = np.sort(rng.permutation(scorable)[: min(queries, scorable.size)])
-    return picked
+    """Up to `queries` seeded bank rows with at least two measured models, sorted (the rows
+    every rule's own calibration holds out, `core.prior_rules.held_rows`)."""
+    return held_rows(measured, queries, seed)
 
 
 def self_excluded_similarities(

@@ -69,14 +69,25 @@ def calibrate_learned(
     """Choose (k, penalty) and fit the blend on the bank by `folds`-fold cross-validation.
 
     `embeddings` (N, d) and `capability`, `measured` (R, N) are the bank's; `knn_priors` (Q, R)
-    are held-out kNN estimates of the bank rows `knn_rows` (Q,), the questions scored.
+    are held-out kNN estimates of the bank rows `knn_rows` (Q,), the questions scored. A rank
+    above what a fold's training rows span (their count - 1, `fit_question_map`) is searched as
+    that rank: on a small bank the grid shrinks to what the bank can tell apart.
     """
     if not rank_grid or not penalty_grid or folds < 2:
         raise ValueError("the learned rule needs non-empty grids and at least two folds")
     emb = np.asarray(embeddings, dtype=np.float64)
     n = emb.shape[0]
     fold = np.random.default_rng(seed).permutation(n) % folds
-    ranks = sorted({int(k) for k in rank_grid})
+    # A fold's map spans at most its training rows - 1 directions (`fit_question_map`): a
+    # larger rank is searched as that one.
+    most = min(emb.shape[1], n - int(np.bincount(fold, minlength=folds).max()) - 1)
+    if most < 1:
+        raise ValueError(
+            f"{n} bank questions are too few for the learned rule's {folds}-fold "
+            "cross-validation (each fold trains on at least 2): add questions or leave the "
+            "learned rule out"
+        )
+    ranks = sorted({min(int(k), most) for k in rank_grid})
     penalties = sorted({float(a) for a in penalty_grid}, reverse=True)  # warm starts: strong first
     held = {(k, a): np.zeros((n, capability.shape[0])) for k in ranks for a in penalties}
     for f in range(folds):

@@ -5,7 +5,8 @@ score's feature (`rule_feature`): the logit of a rule that already estimates an 
 (shrunk, hier, the per-category router), eq. 4's V divided by the support set's total
 similarity for the paper's rule (a monotone map per query: the ranking is unchanged), and the
 learned rule's blended probability as it is (its blend is already fitted on held-out folds).
-(a, b) is Platt scaling fitted on held-out bank questions (`platt`), never on the test split.
+(a, b) is Platt scaling fitted on held-out bank questions (`platt`, defined with the rules in
+`core.prior_rules`: every fitted rule carries its own), never on the test split.
 
 `expected_calibration_error` and `reliability` score P(correct) on measured test entries only.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from smcs_graph.core import learned
+from smcs_graph.core.prior_rules import Platt, platt
 
 __all__ = [
     "DEFAULT_BINS",
@@ -29,27 +30,6 @@ __all__ = [
 ]
 
 DEFAULT_BINS = 10
-
-
-@dataclass(frozen=True)
-class Platt:
-    """P = sigmoid(scale * x + offset) of a rule's feature x (identity: scale 1, offset 0 on
-    a logit)."""
-
-    scale: float = 1.0
-    offset: float = 0.0
-
-    def __call__(self, feature: ArrayLike) -> NDArray[np.float64]:
-        return learned.sigmoid(self.scale * np.asarray(feature, dtype=np.float64) + self.offset)
-
-
-def platt(feature: ArrayLike, outcomes: ArrayLike, measured: ArrayLike | None = None) -> Platt:
-    """Platt scaling: the logistic fit of outcomes on one feature over the measured entries."""
-    x = np.asarray(feature, dtype=np.float64).ravel()
-    y = np.asarray(outcomes, dtype=np.float64).ravel()
-    m = np.ones(y.shape, bool) if measured is None else np.asarray(measured, bool).ravel()
-    theta, offset = learned.fit_model(x[:, np.newaxis], y, m, penalty=1e-6)
-    return Platt(float(theta[0]), offset)
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,13 @@ On a test question, each method ranks only the models that have a record there (
 model cannot be scored, so it is skipped and the next-ranked model counts); test questions with
 fewer than two measured models are left out, and the report counts both cases.
 
-The priors come from `smcs_graph.core` through `priors` (the code the graph runs, in batch
-form), the shrunk and hier settings from `calibration` (leave-one-out on the bank split), the
-learned rule's from `learned` (cross-validation on the bank split), the scores from `metrics`.
-Every rule's P(correct) is Platt-scaled on held-out bank questions (`heldout`, `probability`)
-and its expected calibration error measured on the test split. The told-category router ranks
+Each rule is the object the graph runs (`core.prior_rules`), fitted on the bank split and asked
+for the test questions' priors and P(correct) in one batch (each row's support set a mask); the
+shrunk and hier settings come from `calibration` (leave-one-out on the bank split), the learned
+rule's from `learned` (cross-validation on the bank split), the scores from `metrics`. Every
+rule's P(correct) is Platt-scaled on held-out bank questions (at its fit; hier's on its
+leave-one-out priors; learned's blend is fitted on held-out folds) and its expected calibration
+error measured on the test split. The told-category router ranks
 by category accuracy, ties broken by bank-wide accuracy, then pool order (`router_scores`).
 Everything works on numpy arrays: `embeddings` (N, d) unit rows,
 `capability` and `measured` (R, N) (the layout of `QuestionBank.capability`), `categories`
@@ -38,35 +40,28 @@ from numpy.typing import ArrayLike, NDArray
 from smcs_graph import core
 from smcs_graph.core import PriorRule
 from smcs_graph.core.learned import logit as learned_logit
+from smcs_graph.core.prior_rules import (
+    BankArrays,
+    HierRule,
+    LearnedRule,
+    PaperRule,
+    PriorRuleBase,
+    ShrunkRule,
+)
 from smcs_graph.offline.evaluation.calibration import (
     HierChoice,
     ShrunkChoice,
     calibrate_shrunk,
     hier_loo,
 )
-from smcs_graph.offline.evaluation.heldout import (
-    bank_queries,
-    paper_feature,
-    router_feature,
-    self_excluded_similarities,
-)
-from smcs_graph.offline.evaluation.learned import (
-    LearnedChoice,
-    calibrate_learned,
-    learned_priors,
-)
+from smcs_graph.offline.evaluation.heldout import bank_queries, router_feature
+from smcs_graph.offline.evaluation.learned import LearnedChoice, calibrate_learned
 from smcs_graph.offline.evaluation.metrics import (
     Metrics,
     evaluate_rankings,
     random_metrics,
 )
-from smcs_graph.offline.evaluation.priors import (
-    hier_priors,
-    rps_priors,
-    shrunk_priors,
-    similarity_matrix,
-    unit_rows,
-)
+from smcs_graph.offline.evaluation.priors import rps_priors, similarity_matrix, unit_rows
 from smcs_graph.offline.evaluation.probability import (
     Platt,
     ReliabilityBin,
@@ -298,10 +293,9 @@ def _replay_split(
     sims = similarity_matrix(emb[test], bank_emb)
     overall = core.global_accuracy(bank_cap, bank_mask)
     per_category = core.category_accuracy(bank_cap, bank_mask, bank_labels)
-    # Held-out bank queries for Platt scaling (paper, shrunk, router); hier and learned bring
-    # their own held-out priors.
+    # Held-out bank queries for the router's Platt scaling (each rule fits its own at `fit`;
+    # hier's comes from its leave-one-out priors, learned's blend from its folds).
     held = bank_queries(bank_mask, cfg.calibration_queries, split.seed)
-    held_sims = self_excluded_similarities(bank_emb, held)
     held_truth, held_mask = bank_cap[:, held].T, bank_mask[:, held].T
 
     def score(priors: NDArray[np.float64]) -> Metrics:
@@ -319,12 +313,33 @@ def _replay_split(
         platts[method] = scaling
 
     platts: dict[str, Platt] = {}
+    bank = BankArrays(bank_emb, bank_cap, bank_mask, bank_labels, models)
+    support: dict[str, Any] = {
+        "n_sup_base": cfg.n_sup_base,
+        "gamma": cfg.gamma,
+        "support_rule": cfg.support_rule,
+        "calibration_queries": cfg.calibration_queries,
+        "calibration_seed": split.seed,
+    }
+
+    def run(method: str, rule: PriorRuleBase, calibration: Platt | None = None) -> None:
+        """Score a fitted rule's priors (the graph's one method) and its P(correct) on the test
+        split, calibrated at its fit unless `calibration` is given."""
+        if calibration is not None:
+            rule = rule.with_calibration(calibration)
+        evidence = rule.bank_evidence(sims, bank, emb[test])
+        priors = rule.priors(models, evidence)
+        scores[method] = score(priors)
+        p = rule.p_correct(models, evidence, priors)
+        calibrated[method] = (
+            expected_calibration_error(p, truth, truth_mask, cfg.calibration_bins),
+            reliability(p, truth, truth_mask, cfg.calibration_bins),
+        )
+        if rule.calibration is not None:
+            platts[method] = rule.calibration
+
     if "paper" in cfg.rules:
-        args = (cfg.n_sup_base, cfg.gamma, cfg.support_rule)
-        priors, feature = paper_feature(sims, bank_cap, bank_mask, *args)
-        scores[rule_method("paper")] = score(priors)
-        held_feature = paper_feature(held_sims, bank_cap, bank_mask, *args)[1]
-        calibrate(rule_method("paper"), feature, platt(held_feature, held_truth, held_mask))
+        run(rule_method("paper"), PaperRule(**support).fit(bank))
     choice: ShrunkChoice | None = None
     if "shrunk" in cfg.rules:
         choice = calibrate_shrunk(
@@ -339,25 +354,12 @@ def _replay_split(
             queries=cfg.calibration_queries,
             seed=split.seed,
         )
-
-        def shrunk(similarities: NDArray[np.float64]) -> NDArray[np.float64]:
-            assert choice is not None
-            return shrunk_priors(
-                similarities,
-                bank_cap,
-                bank_mask,
-                overall,
-                choice.n_sup_base,
-                cfg.gamma,
-                choice.strength,
-                temperature=choice.temperature,
-                rule=cfg.support_rule,
-            )
-
-        priors = shrunk(sims)
-        scores[rule_method("shrunk")] = score(priors)
-        scaling = platt(learned_logit(shrunk(held_sims)), held_truth, held_mask)
-        calibrate(rule_method("shrunk"), learned_logit(priors), scaling)
+        shrunk = ShrunkRule(
+            **{**support, "n_sup_base": choice.n_sup_base},
+            strength=choice.strength,
+            temperature=choice.temperature,
+        )
+        run(rule_method("shrunk"), shrunk.fit(bank))
     hier: HierChoice | None = None
     learned_choice: LearnedChoice | None = None
     if "hier" in cfg.rules or "learned" in cfg.rules:
@@ -376,27 +378,19 @@ def _replay_split(
             queries=cfg.hier_calibration_queries,
             seed=split.seed,
         )
-        table = core.category_accuracy(bank_cap, bank_mask, bank_labels, hier.category_strength)
-        hier_test = hier_priors(
-            sims,
-            bank_cap,
-            bank_mask,
-            bank_labels,
-            table,
-            overall,
-            cfg.n_sup_base,
-            cfg.gamma,
-            hier.strength,
+        knn = HierRule(
+            **support,
+            strength=hier.strength,
             temperature=hier.temperature,
             category_temperature=hier.category_temperature,
-            rule=cfg.support_rule,
+            category_strength=hier.category_strength,
         )
         if "hier" in cfg.rules:
-            scores[rule_method("hier")] = score(hier_test)
+            # Platt on the leave-one-out priors (the category prior rebuilt without the query).
             held_truth_h = bank_cap[:, hier_rows].T
             held_mask_h = bank_mask[:, hier_rows].T
             scaling = platt(learned_logit(hier_held), held_truth_h, held_mask_h)
-            calibrate(rule_method("hier"), learned_logit(hier_test), scaling)
+            run(rule_method("hier"), knn.fit(bank, calibrate=False), scaling)
         if "learned" in cfg.rules:
             learned_choice = calibrate_learned(
                 bank_emb,
@@ -409,12 +403,15 @@ def _replay_split(
                 folds=cfg.learned_folds,
                 seed=split.seed,
             )
-            priors = learned_priors(
-                bank_emb, bank_cap, bank_mask, emb[test], hier_test, learned_choice
+            learned_rule = LearnedRule(
+                **support,
+                rank=learned_choice.rank,
+                penalty=learned_choice.penalty,
+                knn=knn,
+                blend=learned_choice.blend,
             )
-            scores[rule_method("learned")] = score(priors)
             # The blend is fitted on held-out folds already: its probability as it is.
-            calibrate(rule_method("learned"), learned_logit(priors), Platt())
+            run(rule_method("learned"), learned_rule.fit(bank))
         if "hier" not in cfg.rules:
             hier = None
     scores["best-single"] = score(np.broadcast_to(overall, truth.shape).copy())
