@@ -10,8 +10,9 @@ calls are tagged `nostream`, so they do not leak into a parent's `messages` stre
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -35,6 +36,7 @@ from smcs_graph.bank import QuestionBank
 from smcs_graph.config import SMCSConfig
 from smcs_graph.embedder import Embedder
 from smcs_graph.errors import ConfigError
+from smcs_graph.feedback import FeedbackResult, apply_feedback
 from smcs_graph.graph import build_graph, runnable_config
 from smcs_graph.models import Pool
 from smcs_graph.nodes import cancel_calls_on_interrupt
@@ -58,6 +60,9 @@ class SMCSChatModel(BaseChatModel):
     embedder: Embedder | None = None
     config: SMCSConfig = Field(default_factory=SMCSConfig)
     """The model's default settings (`settings=` is accepted as an alias)."""
+    runs: Any = True
+    """Where runs are kept for `feedback`: True (beside an on-disk bank), a path, a
+    `RunStore`, or False (see `build_graph`)."""
 
     _graph: CompiledStateGraph[Any, Any, Any, Any] | None = PrivateAttr(default=None)
 
@@ -115,10 +120,46 @@ class SMCSChatModel(BaseChatModel):
     def graph(self) -> CompiledStateGraph[Any, Any, Any, Any]:
         """The compiled SMCS graph this model runs (no checkpointer: it is one model call)."""
         if self._graph is None:
-            self._graph = build_graph(self.pool, self.bank, self.embedder, self.config).compile(
-                checkpointer=False, name="smcs"
-            )
+            self._graph = build_graph(
+                self.pool, self.bank, self.embedder, self.config, runs=self.runs
+            ).compile(checkpointer=False, name="smcs")
         return self._graph
+
+    def feedback(
+        self,
+        run_id: str,
+        *,
+        gold: str | Mapping[str, Any] | None = None,
+        correct: bool | None = None,
+        verdicts: Mapping[str, bool] | None = None,
+        family: str | None = None,
+    ) -> FeedbackResult:
+        """The outcome of the run `run_id` (its trace's `run_id`) grows the bank: a `gold`
+        answer, a verdict on the final answer (`correct`), or `verdicts` per referencer
+        (`smcs_graph.feedback.apply_feedback`)."""
+        return apply_feedback(
+            self.bank,
+            run_id,
+            gold=gold,
+            correct=correct,
+            verdicts=verdicts,
+            family=family,
+            runs=self.runs,
+        )
+
+    async def afeedback(
+        self,
+        run_id: str,
+        *,
+        gold: str | Mapping[str, Any] | None = None,
+        correct: bool | None = None,
+        verdicts: Mapping[str, bool] | None = None,
+        family: str | None = None,
+    ) -> FeedbackResult:
+        """`feedback` off the event loop (grading and the bank write block)."""
+        return await asyncio.to_thread(
+            self.feedback, run_id, gold=gold, correct=correct, verdicts=verdicts, family=family
+        )
 
     def _prepare(
         self, messages: list[BaseMessage], kwargs: dict[str, Any]

@@ -27,6 +27,8 @@ are recorded; the others call models).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from langchain_core.callbacks import Callbacks
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -35,6 +37,7 @@ from langgraph.types import Send
 from smcs_graph.bank import QuestionBank
 from smcs_graph.config import SMCSConfig, context_schema
 from smcs_graph.embedder import Embedder, default_embedder
+from smcs_graph.feedback import RunStore, run_store
 from smcs_graph.models import Pool
 from smcs_graph.nodes import (
     Services,
@@ -57,6 +60,8 @@ def build_graph(
     bank: QuestionBank,
     embedder: Embedder | None = None,
     config: SMCSConfig | None = None,
+    *,
+    runs: RunStore | str | Path | bool | None = True,
 ) -> StateGraph[SMCSState, SMCSConfig, SMCSInput, SMCSOutput]:
     """The SMCS graph over `pool` and `bank`, uncompiled.
 
@@ -69,6 +74,10 @@ def build_graph(
     `max_concurrency` (LangChain's default is small): pass `runnable_config(settings)` or
     `{"max_concurrency": 64}` so that K referencers and n aggregations really run at once.
     `ainvoke` has no such limit.
+
+    `runs`: where finished runs are kept for feedback (`smcs_graph.feedback`): True (default)
+    beside an on-disk bank (`<bank folder>.runs.sqlite`; none for an in-memory or server bank),
+    a file path or a `RunStore`, or False: not kept. Every run's trace carries its `run_id`.
     """
     services = Services(
         pool=pool,
@@ -86,7 +95,7 @@ def build_graph(
     builder.add_node("referencer", make_referencer(services))
     builder.add_node("drop_subsets", make_drop_subsets(services))
     builder.add_node("aggregate", make_aggregate(services))
-    builder.add_node("score", make_score(services))
+    builder.add_node("score", make_score(services, run_store(bank, runs)))
 
     builder.add_edge(START, "select_priors")
     # Path maps let get_graph() (and so Studio) draw the Send fan-outs.

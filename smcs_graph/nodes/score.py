@@ -5,12 +5,17 @@ candidate (`failing_over`: the graph sends the subsets back to `aggregate`), and
 is left it answers with the top-prior reference and says so in the trace (`fallback`), unless
 `require_fusion` is set, which fails the run naming every failure. When a gate answered alone
 (`nodes/gates.py`) it answers with the top-prior reference, and the trace's `gate` says why.
+
+The trace's `recoveries` lists the replies finished by a recovery follow-up
+(`nodes/_recovery.py`); the answer keeps `response_metadata["smcs_recovery"]` when the chosen
+one was.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +28,8 @@ from smcs_graph import core
 from smcs_graph._input import message_text
 from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import SMCSError
+from smcs_graph.feedback.keep import keeping
+from smcs_graph.feedback.runs import RunStore
 from smcs_graph.nodes import gates
 from smcs_graph.nodes._common import (
     Services,
@@ -33,7 +40,7 @@ from smcs_graph.nodes._common import (
     threaded_node,
 )
 from smcs_graph.nodes.gates import answers_alone
-from smcs_graph.state import TRACE_DIGITS, CallRecord, Candidate, Skip, SMCSState
+from smcs_graph.state import TRACE_DIGITS, CallRecord, Candidate, Reference, Skip, SMCSState
 
 COST_DIGITS = 8
 """Decimals of the run's cost: a call at a few cents per million tokens stays visible."""
@@ -113,9 +120,8 @@ def _degrade(settings: SMCSConfig, state: SMCSState) -> dict[str, Any]:
         f"answered with the top-prior reference, {top['model']!r}'s"
     )
     progress({"stage": "score", "fallback": top["model"]})
-    message = AIMessage(content=top["text"])
     trace = _trace(settings, state, skipped, [], fallback=fallback)
-    return _answer(message, trace)
+    return _answer(_reference_message(top), trace)
 
 
 def _tried(state: SMCSState, skipped: Sequence[Skip]) -> str:
@@ -124,12 +130,22 @@ def _tried(state: SMCSState, skipped: Sequence[Skip]) -> str:
     return ", ".join(tried) or "none"
 
 
+def _reference_message(reference: Reference) -> AIMessage:
+    """A reference as a message (its recovery, if any, in `smcs_recovery`)."""
+    recovery = reference.get("recovery")
+    metadata = {"smcs_recovery": recovery} if recovery else {}
+    return AIMessage(content=reference["text"], response_metadata=metadata)
+
+
 def _answer(source: AIMessage, trace: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"model_name": "smcs", "smcs_trace": trace}
+    if "smcs_recovery" in source.response_metadata:  # the chosen answer was finished
+        metadata["smcs_recovery"] = source.response_metadata["smcs_recovery"]
     answer = AIMessage(
         content=source.content,
         tool_calls=source.tool_calls,
         usage_metadata=total_usage(trace["calls"]),
-        response_metadata={"model_name": "smcs", "smcs_trace": trace},
+        response_metadata=metadata,
         name=None,
     )
     return {
@@ -155,6 +171,7 @@ def _trace(
     selection = state["selection"]
     started = state.get("started_at")
     return {
+        "run_id": uuid.uuid4().hex,  # what feedback names the run by (`smcs_graph.feedback`)
         "question": selection["question"],
         "bank_size": selection["bank_size"],
         "support_size": selection["support_size"],
@@ -176,9 +193,16 @@ def _trace(
         "fallback": fallback,
         "gate": state.get("gate"),
         "references": [
-            {"model": r["model"], "rank": r["rank"], "text": r["text"]}
+            {
+                "model": r["model"],
+                "rank": r["rank"],
+                "text": r["text"],
+                **({"recovered": True} if r.get("recovery") else {}),
+            }
             for r in sorted(state.get("references") or [], key=lambda r: r["rank"])
         ],
+        "answer_family": state.get("answer_family"),
+        "recoveries": list(state.get("recoveries") or []),
         "failures": list(state.get("failures") or []),
         "subsets": state.get("subsets") or [],
         "candidates": scored,
@@ -208,7 +232,7 @@ def _alone(settings: SMCSConfig, state: SMCSState) -> dict[str, Any]:
     """A gate answered alone: the top-prior reference is the answer (see `nodes/gates.py`)."""
     top = min(state.get("references") or [], key=lambda r: r["rank"])
     progress({"stage": "score", "alone": top["model"]})
-    return _answer(AIMessage(content=top["text"]), _trace(settings, state, [], []))
+    return _answer(_reference_message(top), _trace(settings, state, [], []))
 
 
 def _reference_candidates(state: SMCSState, start: int) -> list[Candidate]:
@@ -220,7 +244,7 @@ def _reference_candidates(state: SMCSState, start: int) -> list[Candidate]:
             index=start + i,
             subset=[r["model"]],
             aggregator=r["model"],
-            message=AIMessage(content=r["text"]),
+            message=_reference_message(r),
             logprobs=r.get("logprobs"),
         )
         for i, r in enumerate(references)
@@ -277,6 +301,7 @@ def _score(services: Services, state: SMCSState) -> dict[str, Any]:
             "perplexity": None if perplexities is None else _finite(perplexities[i]),
             "total": _finite(totals[i]),
             "chosen": i == best,
+            **({"recovered": True} if "smcs_recovery" in c["message"].response_metadata else {}),
             # Only when references compete, so the default trace keeps its shape.
             **({"source": "fusion" if i < fusions else "reference"} if mixed else {}),
         }
@@ -295,5 +320,6 @@ def _score(services: Services, state: SMCSState) -> dict[str, Any]:
     return _answer(winner["message"], trace)
 
 
-def make_score(services: Services) -> Any:
-    return threaded_node("score", _score, services)
+def make_score(services: Services, runs: RunStore | None = None) -> Any:
+    """The score node; `runs`: where finished runs are kept for feedback (None: nowhere)."""
+    return threaded_node("score", _score if runs is None else keeping(_score, runs), services)

@@ -1,7 +1,8 @@
 """The Starlette app of `smcs serve`: routes, auth, body limits, and the run of each request.
 
 Endpoints: `POST /v1/chat/completions` (JSON, or server-sent events with `"stream": true`),
-`GET /v1/models`, `GET /v1/models/{id}`, `GET /health`. Each completion is one SMCS run;
+`GET /v1/models`, `GET /v1/models/{id}`, `GET /health`, `POST /v1/feedback` (an outcome for a
+run grows the bank: `feedback.py`). Each completion is one SMCS run;
 `usage` sums the tokens of every underlying model call. The OpenAI request and response shapes
 live in `request.py` and `response.py`, admission in `admission.py`.
 
@@ -41,6 +42,7 @@ from starlette.routing import Route
 from smcs_graph.chat_model import SMCSChatModel
 from smcs_graph.server.admission import Admission
 from smcs_graph.server.errors import APIError, bad_request, run_error, unknown_model
+from smcs_graph.server.feedback import feedback_endpoint, write_pending
 from smcs_graph.server.request import ChatRequest, loads_json, parse_request
 from smcs_graph.server.response import Completion, trace_summary
 from smcs_graph.server.settings import ServerSettings
@@ -152,6 +154,7 @@ def create_app(model: SMCSChatModel, settings: ServerSettings | None = None) -> 
                 model_name=settings.model_name,
                 smcs_settings=model.config,
                 trace_header=header in _TRACE_HEADER_ON,
+                server=settings,
             )
             task = the_admission().start(lambda: _answer(model, chat))
         except APIError as exc:
@@ -185,7 +188,7 @@ def create_app(model: SMCSChatModel, settings: ServerSettings | None = None) -> 
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
         message = (
             f"no route {request.method} {request.url.path}; routes: POST /v1/chat/completions, "
-            "GET /v1/models, GET /health"
+            "POST /v1/feedback, GET /v1/models, GET /health"
             if exc.status_code in (404, 405)
             else str(exc.detail)
         )
@@ -202,6 +205,7 @@ def create_app(model: SMCSChatModel, settings: ServerSettings | None = None) -> 
         await asyncio.to_thread(embedder.embed, ["warm-up"])
         _ = model.graph
         the_admission()
+        await write_pending(model)  # feedback recorded before a crash, not yet in the bank
         log.info("serving %r over pool %s", settings.model_name, model.pool.names)
         yield
         log.info("shutting down")
@@ -212,6 +216,7 @@ def create_app(model: SMCSChatModel, settings: ServerSettings | None = None) -> 
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/models/{model:path}", get_model, methods=["GET"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/feedback", feedback_endpoint(model, authorize, read_json), methods=["POST"]),
         ],
         exception_handlers={HTTPException: http_error, Exception: unexpected},
         lifespan=lifespan,

@@ -4,7 +4,8 @@ SMCS knows its answer only after scoring every aggregation, so a stream sends th
 at once, SSE comments as keep-alives while the run goes on, then the answer in one content (or
 tool-call) chunk, the finish chunk and, with `stream_options.include_usage`, the usage chunk.
 A trace, when asked for, is a top-level `smcs_trace` field (of the body, or of the finish
-chunk); the answer text never carries it.
+chunk); the answer text never carries it. The run's id (for `POST /v1/feedback`) is always there,
+as a top-level `smcs_run_id`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ class Completion:
             ],
             "usage": _usage(message),
         }
+        if run_id := _trace(message).get("run_id"):
+            body["smcs_run_id"] = run_id  # what POST /v1/feedback names the run by
         if self.chat.trace:
             body["smcs_trace"] = _trace(message)
         return body
@@ -88,6 +91,8 @@ class Completion:
             elif text := message_text(message):
                 yield self._chunk(choices=_choice({"content": text}))
             extra: dict[str, Any] = {}
+            if run_id := _trace(message).get("run_id"):
+                extra["smcs_run_id"] = run_id
             if self.chat.trace:
                 extra["smcs_trace"] = _trace(message)
             yield self._chunk(choices=_choice({}, _finish_reason(message)), **extra)
