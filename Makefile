@@ -25,13 +25,13 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -ra -p no:cacheprovider --benchmark-disable
+	OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/pytest -q -ra -p no:cacheprovider --benchmark-disable --durations=20
 
 unit: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -ra tests/unit
+	OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/pytest -q -ra tests/unit
 
 integration: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/pytest -q -ra tests/integration
+	OPENBLAS_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/pytest -q -ra --durations=20 tests/integration
 
 format: $(STAMP)
 	$(BIN)/ruff format smcs_graph tests examples benchmarks
@@ -47,9 +47,12 @@ demo: $(STAMP)
 studio: $(STAMP)
 	HF_HUB_OFFLINE=1 LANGGRAPH_CLI_NO_ANALYTICS=1 $(BIN)/langgraph dev --no-browser
 
-# Reproduces smcs_graph/data/default_bank/local_pool_matrix.csv (resumable; about an hour).
+# Reproduces smcs_graph/data/default_bank/local_pool_matrix.csv and its settings record
+# (local_pool_matrix.settings.json) with the local pool file's settings: only the families whose
+# recorded settings differ are asked again (resumable; the whole matrix is about an hour).
+# `make default-matrix PROFILE_ARGS=--all` asks every family again.
 default-matrix: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m smcs_graph.embedded profile
+	HF_HUB_OFFLINE=1 $(BIN)/python -m smcs_graph.embedded profile $(PROFILE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/orchestration_overhead.py

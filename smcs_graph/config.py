@@ -36,6 +36,8 @@ SupportRule = Literal["paper", "authors"]
 PriorRule = Literal["paper", "shrunk", "hier", "learned"]
 Collaboration = Literal["always", "adaptive"]
 """Whether every question gets the full method ("always", the paper) or the gates decide."""
+SubsetDraws = Literal["distinct", "independent"]
+"""How the n prior-drop subsets are drawn: without repeating a subset, or i.i.d. (the paper)."""
 """How priors are formed: "paper" (eq. 4), "shrunk", "hier" or "learned" (beyond the paper)."""
 
 
@@ -142,6 +144,43 @@ class SMCSConfig:
         "context windows' output limits).",
         ge=1,
         le=1_000_000,
+    )
+    max_tokens_multiple_choice: int | None = _setting(
+        None,
+        "Output-token limit of a multiple-choice answer (a prompt stating the contract "
+        "'The answer is (X)'), at most 1,000,000. Unset: max_tokens.",
+        ge=1,
+        le=1_000_000,
+    )
+    max_tokens_math: int | None = _setting(
+        None,
+        "Output-token limit of a math answer (a prompt asking for \\boxed{}), at most "
+        "1,000,000. Unset: max_tokens.",
+        ge=1,
+        le=1_000_000,
+    )
+    max_tokens_numeric: int | None = _setting(
+        None,
+        "Output-token limit of a numeric answer (a prompt stating 'The answer is N'), at most "
+        "1,000,000. Unset: max_tokens.",
+        ge=1,
+        le=1_000_000,
+    )
+    max_tokens_code: int | None = _setting(
+        None,
+        "Output-token limit of a program (a prompt asking for a ```python code block), at "
+        "most 1,000,000. Unset: max_tokens.",
+        ge=1,
+        le=1_000_000,
+    )
+    answer_recovery: bool = _setting(
+        True,
+        "True: a reply that reaches its token limit before stating its family's final answer "
+        "(a letter, a boxed expression, a stated number) gets one short follow-up call that "
+        "continues it from a forced answer prefix ('The answer is (', '\\boxed{'); the "
+        "trace marks it and it counts in calls, tokens and cost. Applies to referencers and "
+        "fusions, and to `smcs profile` and `smcs eval`. False: cut-off replies stay as they "
+        "are.",
     )
     aggregator: str | None = _setting(
         None,
@@ -264,9 +303,25 @@ class SMCSConfig:
         None,
         "Model calls planned per question (K + n), at most 4096: n shrinks first, then K, "
         "never below one referencer (1: the top model alone). Unset: no cap. An aggregator "
-        "failover adds calls beyond the plan.",
+        "failover, and a recovery follow-up (answer_recovery), add calls beyond the plan.",
         ge=1,
         le=4096,
+    )
+    max_cost: float | None = _setting(
+        None,
+        "Planned spend per question in the pool's cost units (its per-Mtok prices), at most "
+        "1e9: before the fan-out each planned call's cost is estimated (prompt tokens as "
+        "characters / 4, output tokens at the largest max_tokens limit) and n shrinks "
+        "first, then K, never "
+        "below one call. Models without prices cost 0. Unset: no cap.",
+        ge=0,
+        le=1e9,
+    )
+    subset_draws: SubsetDraws = _setting(
+        "distinct",
+        "'distinct': the n fusions get n different prior-drop subsets while enough exist "
+        "(a repeat is drawn again, then the most probable unused subset is taken). "
+        "'independent': the paper's i.i.d. draws, which may repeat a subset.",
     )
     max_concurrency: int = _setting(
         64,
@@ -286,6 +341,12 @@ class SMCSConfig:
                 "invalid SMCS configuration: " + "; ".join(problems) + ". Fix these values "
                 "(see SMCSConfig's field descriptions for what each one means)."
             )
+
+    def tokens_for(self, family: str | None) -> int:
+        """The output-token limit of an answer of `family` (None or a family without its own
+        limit: `max_tokens`)."""
+        limit = getattr(self, f"max_tokens_{family}", None) if family else None
+        return limit if isinstance(limit, int) else self.max_tokens
 
     def replace(self, **changes: Any) -> SMCSConfig:
         """A copy with `changes` applied (validated again)."""

@@ -68,6 +68,9 @@ class Reference(TypedDict):
     text: str
     logprobs: NotRequired[list[float] | None]
     """Its token logprobs, kept under `references_as_candidates` (for the hybrid score)."""
+    recovery: NotRequired[dict[str, Any]]
+    """Set when the reply was cut off and finished by a follow-up (`answers.recovered_message`'s
+    `smcs_recovery`)."""
 
 
 class Candidate(TypedDict):
@@ -93,6 +96,30 @@ class CallRecord(TypedDict):
     seconds: float
     ok: bool
     error: NotRequired[str]
+    hit_limit: NotRequired[bool]
+    """The reply reached its output-token limit (set on every call that answered)."""
+    recovered: NotRequired[bool]
+    """Set when a recovery follow-up ran after this call: whether a final answer was found
+    after it."""
+    recovery: NotRequired[bool]
+    """True on the follow-up call itself (same stage, model and index as the call it
+    finishes)."""
+
+
+class Recovery(TypedDict):
+    """A reply cut off at its token limit and the follow-up that tried to finish it."""
+
+    stage: str
+    model: str
+    index: int
+    family: str
+    max_tokens: int | None
+    """The limit the reply reached (None: the model's own)."""
+    answered: bool
+    """Whether a final answer was found after the follow-up."""
+    ending: str
+    """The forced prefix and what the follow-up wrote (e.g. "The answer is (B)"); empty when
+    the follow-up failed."""
 
 
 class Failure(TypedDict):
@@ -143,6 +170,13 @@ class SMCSState(SMCSInput, SMCSOutput, total=False):
     """The adaptive gates' record (`nodes/gates.py`); None when no gate or cap is set."""
     deadline: float | None
     """The run's deadline (`time.time()` seconds), from `deadline_s`; None: none."""
+    answer_family: str | None
+    """The answer contract the latest user message states (`answers.detect_family`): it sets
+    the calls' token limit and recovery; None: free text."""
+    recoveries: Annotated[list[Recovery], operator.add]
+    """Replies cut off at their token limit that got a recovery follow-up."""
+    query_embedding: list[float]
+    """The question's embedding from `select_priors`, kept with the run for feedback."""
 
 
 class ReferencerTask(TypedDict):
@@ -153,6 +187,8 @@ class ReferencerTask(TypedDict):
     messages: list[AnyMessage]
     deadline: NotRequired[float | None]
     """The run's deadline (`time.time()` seconds; see `deadline_s`)."""
+    family: NotRequired[str | None]
+    """The run's answer family (`SMCSState.answer_family`)."""
 
 
 class AggregationTask(TypedDict):
@@ -167,3 +203,5 @@ class AggregationTask(TypedDict):
     tool_choice: Any
     deadline: NotRequired[float | None]
     """The run's deadline (`time.time()` seconds; see `deadline_s`)."""
+    family: NotRequired[str | None]
+    """The run's answer family (`SMCSState.answer_family`)."""

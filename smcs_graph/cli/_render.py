@@ -43,6 +43,7 @@ def render_trace(trace: Mapping[str, Any], answer: str) -> str:
         lines.append(f"  {ref['model']}: {ref['text'][:200]!r}")
     for failure in trace["failures"]:
         lines.append(f"  FAILED {failure['stage']} {failure['model']}: {failure['error']}")
+    lines.extend(f"  {_recovery_line(r)}" for r in trace.get("recoveries") or [])
     lines.append("\nCandidates (similarity + lambda * (1 - perplexity) = total)")
     for cand in trace["candidates"]:
         mark = "*" if cand["chosen"] else " "
@@ -61,3 +62,17 @@ def render_trace(trace: Mapping[str, Any], answer: str) -> str:
         + (f", {seconds:.1f}s" if seconds is not None else "")
     )
     return "\n".join(lines)
+
+
+def _recovery_line(recovery: Mapping[str, Any]) -> str:
+    """One reply cut off at its token limit and what its follow-up did."""
+    what = "reference" if recovery["stage"] == "referencer" else f"fusion #{recovery['index']}"
+    limit = recovery.get("max_tokens")
+    hit = f"hit {limit} tokens" if limit is not None else "hit its token limit"
+    if recovery.get("answered"):
+        outcome = f"recovered: {' '.join(recovery['ending'].split())}"
+    elif recovery.get("ending"):
+        outcome = "the recovery follow-up found no final answer"
+    else:
+        outcome = "the recovery follow-up failed (the reply is kept as it was)"
+    return f"{recovery['model']}'s {what} {hit}; {outcome}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,11 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--max-tokens",
         type=int,
-        default=1024,
+        default=None,
         metavar="N",
-        help="answer length limit in tokens (default: %(default)s)",
+        help="answer length limit in tokens of every family without --max-tokens-for "
+        "(default: the pool file's smcs: settings, max_tokens and max_tokens_<family>, as "
+        "the graph asks; its answer_recovery too)",
     )
     parser.add_argument(
         "--max-tokens-for",
@@ -123,11 +126,22 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from smcs_graph.cli import EXIT_FAILED, EXIT_OK
-    from smcs_graph.models.pool import Pool
-    from smcs_graph.offline.profiling import profile_pool
+    from smcs_graph.models.pool import read_pool_file
+    from smcs_graph.offline.profiling import GenerationSettings, profile_pool
 
     try:
-        pool = Pool.from_file(args.pool)
+        pool_file = read_pool_file(args.pool)
+        generation = GenerationSettings.from_settings(
+            pool_file.settings, temperature=args.temperature, seed=args.seed
+        )
+        limits = {} if args.max_tokens is not None else dict(generation.family_max_tokens)
+        limits.update(_family_limits(args.max_tokens_for))
+        generation = dataclasses.replace(
+            generation,
+            max_tokens=generation.max_tokens if args.max_tokens is None else args.max_tokens,
+            family_max_tokens=tuple(sorted(limits.items())),
+        )
+        pool = pool_file.pool()
         models = None
         if args.models is not None:
             models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -143,10 +157,7 @@ def run(args: argparse.Namespace) -> int:
                 retries=args.retries,
                 backoff_s=args.backoff,
                 timeout_s=args.timeout,
-                max_tokens=args.max_tokens,
-                family_max_tokens=_family_limits(args.max_tokens_for),
-                temperature=args.temperature,
-                seed=args.seed,
+                generation=generation,
                 batch_size=args.batch_size,
                 max_consecutive_failures=args.max_failures,
                 progress=not args.no_progress,

@@ -13,8 +13,11 @@ question ids).
   Its held-out test split is written beside it as ``<bank>.test.jsonl`` (for ``smcs eval``).
 * ``default_graph()``: the compiled SMCS graph on both (what ``smcs ask`` and Studio run).
 * ``python -m smcs_graph.embedded profile``: the one command that reproduces the committed
-  matrix: every local model answers every bank question with ``PROFILE_SETTINGS`` (resumable),
-  then the matrix file is rewritten from the results.
+  matrix: every local model answers the bank questions with ``profile_settings()`` (the local
+  settings' prompts, limits and recovery; greedy), resumable, then the matrix file and its
+  settings record (``local_pool_matrix.settings.json``: per family, how its cells were
+  measured) are rewritten. Only the families whose recorded settings differ from the runtime's
+  are asked again; the others' cells are kept.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import csv
 import fcntl
 import hashlib
 import io
+import json
 import os
 import sys
 import time
@@ -37,11 +41,12 @@ from smcs_graph.errors import ConfigError
 
 if TYPE_CHECKING:
     from smcs_graph.models.pool import Pool, PoolFile
+    from smcs_graph.offline.profiling import GenerationSettings
 
 __all__ = [
     "LOCAL_POOL_FILE",
     "MATRIX_FILE",
-    "PROFILE_SETTINGS",
+    "MATRIX_SETTINGS_FILE",
     "default_bank_path",
     "default_graph",
     "export_matrix",
@@ -51,22 +56,17 @@ __all__ = [
     "main",
     "open_default_bank",
     "profile_local_pool",
+    "profile_settings",
+    "read_matrix_settings",
     "stratified_order",
 ]
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 LOCAL_POOL_FILE = DATA / "local_pool.yaml"
 MATRIX_FILE = DATA / "default_bank" / "local_pool_matrix.csv"
-
-PROFILE_SETTINGS: Mapping[str, Any] = {
-    "max_tokens": 256,
-    "family_max_tokens": {"multiple_choice": 64, "code": 384},
-    "temperature": 0.0,
-    "seed": 0,
-}
-"""How the committed matrix was measured: greedy answers, 256 tokens (64 for a multiple-choice
-letter, 384 for a HumanEval function). Changing them changes every cache key: a rerun of
-``python -m smcs_graph.embedded profile`` then asks every question again."""
+MATRIX_SETTINGS_FILE = MATRIX_FILE.with_name("local_pool_matrix.settings.json")
+"""Beside the matrix: per family, the settings its cells were measured with, and the digest of
+the matrix they describe."""
 
 
 def _cache_dir(cache_dir: str | Path | None) -> Path:
@@ -84,6 +84,15 @@ def _local_pool_file(overrides: Mapping[str, Any] | None = None) -> PoolFile:
 def local_config(**overrides: Any) -> SMCSConfig:
     """The SMCS settings for the local pool (``smcs:`` of ``data/local_pool.yaml``)."""
     return _local_pool_file(overrides).settings
+
+
+def profile_settings() -> GenerationSettings:
+    """How the matrix is measured: the local settings' prompts, per-family limits and answer
+    recovery (``local_config()``), greedy (temperature 0, seed 0), so that the bank measures
+    what the graph runs."""
+    from smcs_graph.offline.profiling import GenerationSettings
+
+    return GenerationSettings.from_settings(local_config(), temperature=0.0, seed=0)
 
 
 def local_pool() -> Pool:
@@ -238,18 +247,81 @@ def export_matrix(bank: Any, models: Sequence[str], path: str | Path | None = No
     return text
 
 
+def _settings_path(matrix: Path) -> Path:
+    return matrix.with_name(f"{matrix.stem}.settings.json")
+
+
+def read_matrix_settings(matrix: str | Path = MATRIX_FILE) -> dict[str, Any]:
+    """The settings record beside a matrix file: ``{"matrix_sha256", "families": {family:
+    record}}`` (`GenerationSettings.record`); empty families when there is none."""
+    path = _settings_path(Path(matrix))
+    if not path.is_file():
+        return {"matrix_sha256": None, "families": {}}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data.get("families"), dict):
+            raise ValueError("no 'families' object")
+    except (ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"{path} is not a matrix settings record ({exc}); delete it and rerun "
+            "python -m smcs_graph.embedded profile --all"
+        ) from exc
+    return data
+
+
+def _changed_families(
+    matrix: Path, settings: GenerationSettings, families: Sequence[str]
+) -> dict[str, list[str]]:
+    """Per family, what differs between the matrix's recorded settings and `settings`."""
+    from smcs_graph.offline.profiling import COMPARED, settings_changes
+
+    recorded = read_matrix_settings(matrix)
+    digest = hashlib.sha256(matrix.read_bytes()).hexdigest() if matrix.is_file() else None
+    if digest is None or recorded.get("matrix_sha256") != digest:
+        return {family: ["matrix (no record of this matrix)", *COMPARED] for family in families}
+    return settings_changes(recorded["families"], settings, families)
+
+
+def _settings_text(matrix_text: str, families: Mapping[str, Mapping[str, Any]]) -> str:
+    """The settings record of a matrix (its CSV text) whose `families` were measured so."""
+    record = {
+        "about": "per family, the settings the matrix cells were measured with "
+        "(smcs_graph.offline.profiling.GenerationSettings.record); written by "
+        "python -m smcs_graph.embedded profile",
+        "matrix_sha256": hashlib.sha256(matrix_text.encode("utf-8")).hexdigest(),
+        "families": {family: dict(families[family]) for family in sorted(families)},
+    }
+    return json.dumps(record, indent=2, sort_keys=True) + "\n"
+
+
+def _write_matrix(
+    bank: Any, models: Sequence[str], out: Path, families: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Write the matrix and its settings record, each atomically, the record last (a record
+    names the digest of the matrix it describes; on a mismatch every family is asked again)."""
+    text = export_matrix(bank, models)
+    for path, content in ((out, text), (_settings_path(out), _settings_text(text, families))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(content, encoding="utf-8")
+        os.replace(tmp, path)
+
+
 def profile_local_pool(
     cache_dir: str | Path | None = None,
     *,
     matrix_out: str | Path = MATRIX_FILE,
     models: Sequence[str] | None = None,
     concurrency: int = 2,
+    everything: bool = False,
     progress: bool = True,
 ) -> Any:
-    """Measure the committed matrix: every local model answers every bank-split question with
-    ``PROFILE_SETTINGS``; responses are cached (kill and rerun: nothing answered is asked
-    again); then ``matrix_out`` is rewritten. Returns the profiling report."""
-    from smcs_graph.bank.importer import add_records
+    """Measure the committed matrix with ``profile_settings()``: the families whose recorded
+    settings (``MATRIX_SETTINGS_FILE``) differ from those are asked again by every local
+    model (all families with ``everything``); the other families' cells are kept from
+    ``MATRIX_FILE``. Responses are cached (kill and rerun: nothing answered is asked again);
+    when every answer is in, ``matrix_out`` and its settings record are rewritten. Returns
+    the profiling report (the files are left as they were when it names failures)."""
+    from smcs_graph.bank.importer import add_records, read_matrix
     from smcs_graph.bank.store import QuestionBank
     from smcs_graph.embedded.default_bank import (
         DEFAULT_BANK_VERSION,
@@ -259,24 +331,60 @@ def profile_local_pool(
     from smcs_graph.embedder import SentenceTransformerEmbedder
     from smcs_graph.offline.profiling import profile_pool
 
+    settings = profile_settings()
+    bank_records, _ = default_split(default_bank_records(_cache_dir(cache_dir)))
+    families = sorted({r.family for r in bank_records})
+    changes = _changed_families(MATRIX_FILE, settings, families)
+    if everything:
+        changes = {family: ["--all"] for family in families}
+    names = local_model_names()
+    if models and set(models) != set(names) and changes:
+        raise ConfigError(
+            f"the settings of {sorted(changes)} changed: every local model must answer them "
+            "again (one settings record per family); profile without choosing models"
+        )
+    if progress:
+        for family in families:
+            why = ", ".join(changes[family]) if family in changes else "settings unchanged"
+            action = "asked again" if family in changes else "kept"
+            print(f"{family}: {action} ({why})", file=sys.stderr, flush=True)
+
     folder = _cache_dir(cache_dir) / f"bank-v{DEFAULT_BANK_VERSION}"
-    records = default_bank_records(_cache_dir(cache_dir))
-    bank_records, _ = default_split(records)
     bank = QuestionBank.open(folder, SentenceTransformerEmbedder(), allow_incomplete=True)
     if len(bank) < len(bank_records) or not bank.complete:
         with bank.building():
             add_records(bank, bank_records, progress=progress)
-    pool = local_pool()
+    # The kept families' cells from the committed matrix, the others unmeasured: the run then
+    # asks exactly those (answers already in the response cache are graded, not asked).
+    committed = read_matrix(MATRIX_FILE) if MATRIX_FILE.is_file() else None
+    bank.record_many(
+        {
+            name: {
+                r.id: None
+                if r.family in changes or committed is None or name not in committed.results
+                else committed.results[name].get(r.id)
+                for r in bank_records
+            }
+            for name in names
+        }
+    )
     report = profile_pool(
         bank,
-        pool,
+        local_pool(),
         models=list(models) if models else None,
         cache=folder.with_name(f"{folder.name}.responses.sqlite"),
         concurrency=concurrency,
+        generation=settings,
         progress=progress,
-        **PROFILE_SETTINGS,
     )
-    export_matrix(bank, local_model_names(), matrix_out)
+    if not report.failed:
+        recorded = read_matrix_settings(MATRIX_FILE)["families"]
+        _write_matrix(
+            bank,
+            names,
+            Path(matrix_out),
+            {f: recorded[f] if f not in changes else settings.record(f) for f in families},
+        )
     return report
 
 
@@ -290,21 +398,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     prof = sub.add_parser(
         "profile",
-        help="every local model answers every bank question (resumable), then the matrix "
-        f"file ({MATRIX_FILE.name}) is rewritten",
+        help="every local model answers the bank questions of the families whose recorded "
+        "settings differ from the local settings (resumable), then the matrix file "
+        f"({MATRIX_FILE.name}) and its settings record are rewritten",
     )
     prof.add_argument("--out", type=Path, default=MATRIX_FILE, help="matrix CSV to write")
     prof.add_argument("--concurrency", type=int, default=2, help="calls in flight per model")
     prof.add_argument("--cache-dir", type=Path, help="cache folder (default: ~/.cache/...)")
+    prof.add_argument(
+        "--all",
+        action="store_true",
+        dest="everything",
+        help="ask every family again, not only those whose recorded settings differ from the "
+        "local settings (answers in the response cache are reused)",
+    )
     build = sub.add_parser("build", help="build (or check) the default bank in the cache")
     build.add_argument("--cache-dir", type=Path, help="cache folder (default: ~/.cache/...)")
     args = parser.parse_args(argv)
     if args.command == "profile":
         report = profile_local_pool(
-            args.cache_dir, matrix_out=args.out, concurrency=args.concurrency
+            args.cache_dir,
+            matrix_out=args.out,
+            concurrency=args.concurrency,
+            everything=args.everything,
         )
         print(report.summary())
-        print(f"wrote {args.out}", file=sys.stderr)
+        if report.failed:
+            print(
+                f"{args.out} left as it was: rerun to finish (answers are cached)", file=sys.stderr
+            )
+            return 1
+        print(f"wrote {args.out} and {_settings_path(args.out).name}", file=sys.stderr)
         return 0
     bank = open_default_bank(args.cache_dir)
     print(f"{bank.where}: {len(bank)} questions; coverage {bank.coverage()}")

@@ -26,6 +26,7 @@ from langchain_core.messages.ai import UsageMetadata
 
 from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import ConfigError
+from smcs_graph.models.prompts import check_prompts
 
 _MODEL_KEYS = {
     "name",
@@ -45,6 +46,8 @@ _MODEL_KEYS = {
     "class",
     "kwargs",
     "sampling_kwargs",
+    "system_prompt",
+    "templates",
 }
 _COST_KEYS = {"input_per_mtok", "output_per_mtok"}
 
@@ -108,6 +111,10 @@ class PoolModel:
     timeout_s: float | None = DEFAULT_TIMEOUT_S
     """Deadline of one call in seconds, covering every retry of the client (None: none; a
     run's `referencer_timeout_s` / `aggregation_timeout_s` can only shorten it)."""
+    system_prompt: str = ""
+    """Sent first in every call of this model (merged into a leading system message)."""
+    templates: Mapping[str, str] = field(default_factory=dict)
+    """Per family, the text around the user's prompt (`{question}`); see `models.prompts`."""
     health: ModelHealth = field(default_factory=ModelHealth, init=False, repr=False, compare=False)
     """The model's circuit breaker (see `ModelHealth`)."""
     _slots: threading.BoundedSemaphore | None = field(default=None, init=False, repr=False)
@@ -120,6 +127,7 @@ class PoolModel:
                 f"pool model {self.name!r}: chat_model must be a LangChain BaseChatModel "
                 f"(got {type(self.chat_model).__name__})"
             )
+        self.templates = check_prompts(self.name, self.system_prompt, self.templates)
         if self.max_concurrency is not None:
             if not isinstance(self.max_concurrency, int) or self.max_concurrency < 1:
                 raise ConfigError(
@@ -159,14 +167,17 @@ class PoolModel:
             + usage.get("output_tokens", 0) * self.output_cost_per_mtok
         ) / 1e6
 
-    def call_kwargs(self, config: SMCSConfig, *, seed_offset: int = 0) -> dict[str, Any]:
-        """Keyword arguments for one generation call under `config`."""
+    def call_kwargs(
+        self, config: SMCSConfig, *, seed_offset: int = 0, max_tokens: int | None = None
+    ) -> dict[str, Any]:
+        """Keyword arguments for one generation call under `config` (`max_tokens`: this call's
+        output-token limit, e.g. `config.tokens_for(family)`; None: `config.max_tokens`)."""
         if not self.sampling_kwargs:
             return {}
         kwargs: dict[str, Any] = {
             "temperature": config.temperature,
             "presence_penalty": config.presence_penalty,
-            "max_tokens": config.max_tokens,
+            "max_tokens": config.max_tokens if max_tokens is None else max_tokens,
         }
         if config.seed is not None:
             kwargs["seed"] = config.seed + seed_offset
@@ -376,6 +387,8 @@ def _model_from_entry(entry: Any, index: int, source: str) -> PoolModel:
             f"{where}: timeout_s must be a number of seconds in (0, {MAX_TIMEOUT_S:g}] "
             f"(got {timeout!r}; default {DEFAULT_TIMEOUT_S:g})"
         )
+    # Before any chat model is built (a local one starts a server).
+    templates = check_prompts(name, entry.get("system_prompt") or "", entry.get("templates") or {})
 
     if "class" in entry:
         chat_model: BaseChatModel = _class_chat_model(entry, where)
@@ -414,6 +427,8 @@ def _model_from_entry(entry: Any, index: int, source: str) -> PoolModel:
         max_concurrency=entry.get("max_concurrency"),
         sampling_kwargs=bool(entry.get("sampling_kwargs", True)),
         timeout_s=float(timeout),
+        system_prompt=entry.get("system_prompt") or "",
+        templates=templates,
     )
 
 

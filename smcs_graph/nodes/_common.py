@@ -3,7 +3,9 @@
 A model call (`ModelCall`, run by `call_model` or `acall_model`) waits for an endpoint slot,
 calls the model and records tokens, cost, time and outcome, all under one deadline
 (`call_deadline`), at which it is cancelled (`nodes/_deadline.py`). Its outcome feeds the
-model's circuit breaker (`PoolModel.health`), which `select_priors` reads.
+model's circuit breaker (`PoolModel.health`), which `select_priors` reads. A reply that its
+token limit cut off before its family's final answer gets one recovery follow-up within the
+same deadline (`nodes/_recovery.py`); `answer_call` builds a call with the family's limit.
 
 Every node runs natively under both `invoke` and `ainvoke` (`dual_node`): `model_call_node`
 builds the two that call a model, `threaded_node` those whose body blocks.
@@ -24,10 +26,13 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.config import get_stream_writer
 from langgraph.runtime import get_runtime
 
+from smcs_graph import answers
+from smcs_graph._input import message_text
 from smcs_graph.bank import QuestionBank
 from smcs_graph.config import SMCSConfig
 from smcs_graph.embedder import Embedder
 from smcs_graph.models import Pool, PoolModel
+from smcs_graph.models.prompts import model_messages
 from smcs_graph.nodes._deadline import (
     CallCancelled,
     acquire_slot,
@@ -37,7 +42,8 @@ from smcs_graph.nodes._deadline import (
     run_sync,
     wait_in_thread,
 )
-from smcs_graph.state import CallRecord, Failure, Skip, SMCSState
+from smcs_graph.nodes._recovery import follow_up_call, recovered_outcome, time_left
+from smcs_graph.state import CallRecord, Failure, Recovery, Skip, SMCSState
 
 T = TypeVar("T")
 
@@ -179,7 +185,10 @@ class ModelCall:
     """One model call of a stage: `index` numbers it within the stage (a referencer's rank, an
     aggregation's index), `timeout` is the stage's timeout setting, `config` the caller's run
     config (the call runs under `child_config` of it) and `model` the runnable to call (None:
-    `member.chat_model`; e.g. one with tools bound)."""
+    `member.chat_model`; e.g. one with tools bound). `family` is the answer contract the
+    conversation states, `max_tokens` the call's output-token limit (None: the model's own);
+    with `recover`, a reply cut off at that limit before its final answer gets one follow-up
+    (`nodes/_recovery.py`). `recovery` marks the follow-up itself."""
 
     stage: str
     member: PoolModel
@@ -189,6 +198,10 @@ class ModelCall:
     timeout: float | None
     config: RunnableConfig | None
     model: Any = None
+    family: str | None = None
+    max_tokens: int | None = None
+    recover: bool = False
+    recovery: bool = False
 
     @property
     def runnable(self) -> Any:
@@ -199,11 +212,69 @@ class ModelCall:
         return child_config(self.config, self.stage, self.member.name)
 
 
+def answer_family(messages: Sequence[BaseMessage]) -> str | None:
+    """The answer contract the latest user message states (`answers.detect_family`)."""
+    for message in reversed(messages):
+        if message.type == "human":
+            return answers.detect_family(message_text(message))
+    return None
+
+
+def answer_call(
+    stage: str,
+    member: PoolModel,
+    index: int,
+    messages: Sequence[BaseMessage],
+    settings: SMCSConfig,
+    timeout: float | None,
+    config: RunnableConfig | None,
+    *,
+    family: str | None = None,
+    seed_offset: int = 0,
+    model: Any = None,
+    fusion: bool = False,
+) -> ModelCall:
+    """A call that answers the conversation under `settings`: its family's token limit
+    (`tokens_for`) and `answer_recovery`, in the messages `member` is sent
+    (`models.prompts.model_messages`: its system prompt, and unless `fusion`, its template).
+    `family` None: `answer_family(messages)`."""
+    family = family if family is not None else answer_family(messages)
+    messages = model_messages(member, family, messages, template=not fusion)
+    kwargs = member.call_kwargs(
+        settings, seed_offset=seed_offset, max_tokens=settings.tokens_for(family)
+    )
+    limit = kwargs.get("max_tokens", getattr(member.chat_model, "max_tokens", None))
+    return ModelCall(
+        stage,
+        member,
+        index,
+        messages,
+        kwargs,
+        timeout,
+        config,
+        model=model,
+        family=family,
+        max_tokens=limit if isinstance(limit, int) and not isinstance(limit, bool) else None,
+        recover=settings.answer_recovery,
+    )
+
+
 @dataclass(frozen=True)
 class CallOutcome:
+    """A call's reply (None: it failed), its record, its failure; and, when a recovery
+    follow-up ran, the follow-up's record and what it did (`message` is then the finished
+    reply, or the original when the follow-up failed)."""
+
     message: AIMessage | None
     record: CallRecord
     failure: Failure | None
+    follow_up: CallRecord | None = None
+    recovery: Recovery | None = None
+
+    @property
+    def records(self) -> list[CallRecord]:
+        """Every call made: the call, then its follow-up (calls, tokens and cost count both)."""
+        return [self.record] if self.follow_up is None else [self.record, self.follow_up]
 
 
 def _outcome(
@@ -212,6 +283,8 @@ def _outcome(
     message: AIMessage | None,
     error: BaseException | None,
     deadline: float | None,
+    *,
+    breaker: bool = True,
 ) -> CallOutcome:
     member = call.member
     usage: Mapping[str, Any] = (message.usage_metadata if message is not None else None) or {}
@@ -226,13 +299,17 @@ def _outcome(
         seconds=round(time.perf_counter() - started, 4),
         ok=error is None,
     )
+    if call.recovery:
+        record["recovery"] = True
+    elif message is not None:
+        record["hit_limit"] = answers.hit_limit(message, call.max_tokens)
     failure = None
     if error is not None:
         record["error"] = describe_error(error, member, deadline)
         failure = Failure(
             stage=call.stage, model=member.name, index=call.index, error=record["error"]
         )
-    if not isinstance(error, CallCancelled):  # an interrupt says nothing about the model
+    if breaker and not isinstance(error, CallCancelled):  # an interrupt says nothing of it
         member.health.record(failure["error"] if failure else None)
     return CallOutcome(message, record, failure)
 
@@ -257,14 +334,34 @@ async def _guarded(call: ModelCall, deadline: float | None) -> Any:
 
 async def acall_model(call: ModelCall) -> CallOutcome:
     """One guarded call: endpoint slot, the call and the client's retries, all within one
-    deadline (`call_deadline(member, timeout)`), then usage, cost and the breaker's record."""
+    deadline (`call_deadline(member, timeout)`), then usage, cost and the breaker's record;
+    then, for a reply cut off before its final answer, the recovery follow-up in what is left
+    of that deadline (`nodes/_recovery.py`)."""
     deadline = call_deadline(call.member, call.timeout)
     started = time.perf_counter()
     try:
         message = _as_ai_message(await _guarded(call, deadline), call.member.name)
     except Exception as exc:  # a failing model is recorded, never fatal by itself
         return _outcome(call, started, None, exc, deadline)
-    return _outcome(call, started, message, None, deadline)
+    outcome = _outcome(call, started, message, None, deadline)
+    follow = follow_up_call(call, message)
+    if follow is None:
+        return outcome
+    left, begun = time_left(deadline, started), time.perf_counter()
+    try:
+        if left is not None and left <= 0:
+            return _no_time(call, outcome, follow, begun)
+        reply = _as_ai_message(await _guarded(follow, left), call.member.name)
+    except Exception as exc:  # the original reply stands
+        return recovered_outcome(call, outcome, _outcome(follow, begun, None, exc, left))
+    return recovered_outcome(call, outcome, _outcome(follow, begun, reply, None, left))
+
+
+def _no_time(call: ModelCall, outcome: CallOutcome, follow: ModelCall, begun: float) -> CallOutcome:
+    """The deadline left no time for the follow-up: recorded as failed, the model not blamed."""
+    error = TimeoutError("no time left before the call's deadline for the recovery follow-up")
+    failed = _outcome(follow, begun, None, error, 0.0, breaker=False)
+    return recovered_outcome(call, outcome, failed)
 
 
 def _invoke_holding_slot(call: ModelCall, deadline: float | None) -> Any:
@@ -295,7 +392,20 @@ def call_model(call: ModelCall) -> CallOutcome:
         message = _as_ai_message(result, call.member.name)
     except Exception as exc:  # a failing model is recorded, never fatal by itself
         return _outcome(call, started, None, exc, deadline)
-    return _outcome(call, started, message, None, deadline)
+    outcome = _outcome(call, started, message, None, deadline)
+    follow = follow_up_call(call, message)
+    if follow is None:
+        return outcome
+    left, begun = time_left(deadline, started), time.perf_counter()
+    try:
+        if left is not None and left <= 0:
+            return _no_time(call, outcome, follow, begun)
+        reply = _as_ai_message(
+            wait_in_thread(left, _invoke_holding_slot, follow, left), call.member.name
+        )
+    except Exception as exc:  # the original reply stands
+        return recovered_outcome(call, outcome, _outcome(follow, begun, None, exc, left))
+    return recovered_outcome(call, outcome, _outcome(follow, begun, reply, None, left))
 
 
 def model_call_node(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -12,6 +13,7 @@ from smcs_graph.nodes._common import (
     CallOutcome,
     ModelCall,
     Services,
+    answer_call,
     model_call_node,
     progress,
     run_settings,
@@ -31,26 +33,31 @@ def _call(services: Services, task: AggregationTask, config: RunnableConfig) -> 
     model: Any = member.chat_model
     if task["tools"]:
         model = model.bind_tools(task["tools"], tool_choice=task.get("tool_choice"))
-    kwargs = member.call_kwargs(settings, seed_offset=SEED_OFFSET + task["index"])
-    if member.logprobs:
-        # Whenever the pool entry says the model has them, sampling kwargs or not: the hybrid
-        # score's perplexity term needs them.
-        kwargs["logprobs"] = True
     messages = aggregation_messages(task["messages"], [r["text"] for r in task["references"]])
-    return ModelCall(
+    call = answer_call(
         STAGE,
         member,
         task["index"],
         messages,
-        kwargs,
+        settings,
         gates.call_timeout(settings.aggregation_timeout_s, task.get("deadline")),
         config,
+        family=task.get("family"),
+        seed_offset=SEED_OFFSET + task["index"],
         model=model,
+        fusion=True,
     )
+    if member.logprobs:
+        # Whenever the pool entry says the model has them, sampling kwargs or not: the hybrid
+        # score's perplexity term needs them (a recovery follow-up is asked for them too).
+        call = dataclasses.replace(call, kwargs={**call.kwargs, "logprobs": True})
+    return call
 
 
 def _update(task: AggregationTask, outcome: CallOutcome) -> dict[str, Any]:
-    update: dict[str, Any] = {"calls": [outcome.record]}
+    update: dict[str, Any] = {"calls": outcome.records}
+    if outcome.recovery is not None:
+        update["recoveries"] = [outcome.recovery]
     if outcome.failure is not None or outcome.message is None:
         update["failures"] = [outcome.failure]
         progress({"stage": STAGE, "index": task["index"], "model": task["aggregator"], "ok": False})

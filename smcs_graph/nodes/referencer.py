@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -14,6 +15,7 @@ from smcs_graph.nodes._common import (
     CallOutcome,
     ModelCall,
     Services,
+    answer_call,
     model_call_node,
     progress,
     run_settings,
@@ -26,20 +28,22 @@ PREVIEW_CHARS = 160
 
 
 def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
-    update: dict[str, Any] = {"calls": [outcome.record]}
+    update: dict[str, Any] = {"calls": outcome.records}
+    if outcome.recovery is not None:
+        update["recoveries"] = [outcome.recovery]
     text = message_text(outcome.message).strip() if outcome.message is not None else ""
     if outcome.failure is None and not text:
-        outcome = CallOutcome(
-            outcome.message,
-            {**outcome.record, "ok": False, "error": "empty answer"},
-            {
+        outcome = dataclasses.replace(
+            outcome,
+            record={**outcome.record, "ok": False, "error": "empty answer"},
+            failure={
                 "stage": STAGE,
                 "model": task["model"],
                 "index": task["rank"],
                 "error": EMPTY_ANSWER,
             },
         )
-        update["calls"] = [outcome.record]
+        update["calls"] = outcome.records
     if outcome.failure is not None:
         update["failures"] = [outcome.failure]
         progress(
@@ -50,6 +54,8 @@ def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
         metadata = outcome.message.response_metadata if outcome.message is not None else {}
         if metadata.get("logprobs"):
             reference["logprobs"] = core.token_logprobs(metadata["logprobs"].get("content"))
+        if "smcs_recovery" in metadata:
+            reference["recovery"] = dict(metadata["smcs_recovery"])
         update["references"] = [reference]
         progress(
             {
@@ -70,18 +76,21 @@ def _update(task: ReferencerTask, outcome: CallOutcome) -> dict[str, Any]:
 def _call(services: Services, task: ReferencerTask, config: RunnableConfig) -> ModelCall:
     settings = run_settings(services)
     member = services.pool[task["model"]]
-    kwargs = member.call_kwargs(settings, seed_offset=task["rank"])
-    if settings.references_as_candidates and member.logprobs:
-        kwargs["logprobs"] = True  # the reference is a candidate of the hybrid score
-    return ModelCall(
+    call = answer_call(
         STAGE,
         member,
         task["rank"],
         task["messages"],
-        kwargs,
+        settings,
         gates.call_timeout(settings.referencer_timeout_s, task.get("deadline")),
         config,
+        family=task.get("family"),
+        seed_offset=task["rank"],
     )
+    if settings.references_as_candidates and member.logprobs:
+        # The reference is a candidate of the hybrid score.
+        call = dataclasses.replace(call, kwargs={**call.kwargs, "logprobs": True})
+    return call
 
 
 def make_referencer(services: Services) -> Any:

@@ -157,35 +157,27 @@ def category_of(question: _Categorised) -> str:
 
 
 def prompt_for(record: QuestionRecord) -> str:
-    """The model-facing prompt for a record, with its family's answer-format instruction."""
+    """The model-facing prompt for a record: the question (with its options), then its
+    family's answer instruction (`answers.CONTRACTS`); other families' questions as they are."""
+    from smcs_graph.answers import CONTRACTS
+
+    contract = CONTRACTS.get(record.family)
+    if contract is None:
+        return record.question
     if record.family == "multiple_choice":
         options = "\n".join(
             f"({letter}) {choice}" for letter, choice in zip(LETTERS, record.choices, strict=False)
         )
-        return (
-            f"{record.question}\n\nOptions:\n{options}\n\n"
-            "Think it through briefly, then finish with the line "
-            '"The answer is (X)", where X is the letter of the correct option.'
-        )
-    if record.family == "math":
-        return (
-            f"{record.question}\n\nSolve the problem step by step and put the final answer "
-            "in \\boxed{}."
-        )
-    if record.family == "numeric":
-        return (
-            f"{record.question}\n\nWork it out step by step, then finish with the line "
-            '"The answer is N", where N is the final number alone.'
-        )
+        return f"{record.question}\n\nOptions:\n{options}\n\n{contract.instruction}"
     if record.family == "code":
         if record.entry_point:
             return (
                 "Complete the following Python function. Reply with the whole function, "
-                "including the signature, in a single ```python code block.\n\n"
+                f"including the signature, {contract.instruction}.\n\n"
                 f"```python\n{record.question}```"
             )
         return (
-            f"{record.question}\n\nWrite a complete Python solution and reply with it in a "
-            "single ```python code block."
+            f"{record.question}\n\nWrite a complete Python solution and reply with it "
+            f"{contract.instruction}."
         )
-    return record.question
+    return f"{record.question}\n\n{contract.instruction}"

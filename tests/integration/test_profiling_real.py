@@ -78,7 +78,8 @@ def test_the_local_pool_profiles_a_small_bank_over_http(
     bank.add_questions([BankQuestion.from_record(r) for r in records])
     # `local: true` entries reach the session's servers (the fixture started them).
     pool = Pool.from_config({"models": [{"name": name, "local": True} for name in local_servers]})
-    report = profile_pool(bank, pool, max_tokens=MAX_TOKENS, concurrency=1, progress=False)
+    # Two calls in flight per model: the next prompt waits at the server, not in the client.
+    report = profile_pool(bank, pool, max_tokens=MAX_TOKENS, concurrency=2, progress=False)
     print(report.summary())
     assert report.failed == [] and report.skipped == {}
     names = list(local_servers)

@@ -3,6 +3,7 @@ file, and the CLI's defaults (the hashing embedder stands in for MiniLM; no mode
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,35 @@ def test_test_split_is_written_in_stratified_order(questions_cache: Path) -> Non
         share = sum(r.family == family for r in test) / len(test)
         prefix = sum(r.family == family for r in test[:40]) / 40
         assert abs(prefix - share) <= 0.05
+
+
+def test_the_committed_matrix_was_measured_with_the_local_pool_files_settings() -> None:
+    # The bank must measure what the graph runs: per family, the settings recorded with the
+    # committed matrix (prompt, token limit, answer recovery, greedy decoding) are those that
+    # profiling derives from data/local_pool.yaml today.
+    from smcs_graph.offline.profiling import COMPARED
+
+    record = embedded.read_matrix_settings()
+    digest = hashlib.sha256(embedded.MATRIX_FILE.read_bytes()).hexdigest()
+    assert record["matrix_sha256"] == digest, (
+        f"{embedded.MATRIX_SETTINGS_FILE.name} describes another matrix than "
+        f"{embedded.MATRIX_FILE.name}: run make default-matrix"
+    )
+    bank_records, _ = default_split(default_bank_records())
+    runtime = embedded.profile_settings()
+    differences = []
+    for family in sorted({r.family for r in bank_records}):
+        recorded = record["families"].get(family)
+        if recorded is None:
+            differences.append(f"{family}: no recorded settings")
+            continue
+        now = runtime.record(family)
+        differences += [
+            f"{family}: {key} recorded {recorded.get(key)!r}, local pool file {now[key]!r}"
+            for key in COMPARED
+            if recorded.get(key) != now[key]
+        ]
+    assert not differences, (
+        "the committed matrix was measured with other settings than the local pool file's; "
+        "run make default-matrix: " + "; ".join(differences)
+    )

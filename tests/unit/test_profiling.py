@@ -24,6 +24,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from smcs_graph import BankQuestion, ConfigError, HashingEmbedder, Pool, PoolModel, QuestionBank
+from smcs_graph.config import SMCSConfig
 from smcs_graph.grading import Verdict
 from smcs_graph.offline.cache import CachedResponse, ResponseCache, is_transient
 from smcs_graph.offline.profiling import (
@@ -606,7 +607,8 @@ def test_a_sigkilled_profile_run_resumes_without_losing_or_repeating_results(
     assert 24 <= len(calls_before) < len(records) * len(models)
 
     with ResponseCache(cache) as saved:
-        settings = GenerationSettings()
+        # `smcs profile` asks as the pool file's settings say (here the defaults).
+        settings = GenerationSettings.from_settings(SMCSConfig()).for_family("multiple_choice")
         committed = {
             (m, r.id)
             for m in models

@@ -343,3 +343,24 @@ def test_a_question_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     bom = tmp_path / "bom.jsonl"  # a byte-order mark (Windows editors) is no error
     bom.write_bytes(b"\xef\xbb\xbf" + b'{"id": "q1"}\n')
     assert [row for _, row in read_rows(bom)] == [{"id": "q1"}]
+
+
+def test_prompts_end_with_the_answer_contracts_instruction() -> None:
+    from smcs_graph.answers import CONTRACTS
+
+    records = {
+        "multiple_choice": MC,
+        "math": QuestionRecord(id="m", family="math", question="What is 1/2 + 1/4?"),
+        "numeric": QuestionRecord(id="n", family="numeric", question="2 + 2?"),
+    }
+    for family, record in records.items():
+        prompt = prompt_for(record)
+        assert prompt.startswith(record.question)
+        assert prompt.endswith("\n\n" + CONTRACTS[family].instruction)
+    code = CONTRACTS["code"].instruction
+    humaneval = QuestionRecord(
+        id="h", family="code", question="def f():\n", tests="x", entry_point="f"
+    )
+    mbpp = QuestionRecord(id="p", family="code", question="Write g.", tests="assert g()")
+    assert f"{code}.\n\n```python\ndef f():\n```" in prompt_for(humaneval)
+    assert prompt_for(mbpp).startswith("Write g.") and prompt_for(mbpp).endswith(f"{code}.")

@@ -22,7 +22,11 @@ class ModelTally:
     cached: int = 0
     """Responses taken from the cache instead of calling the model."""
     calls: int = 0
-    """Successful model calls (each one paid for)."""
+    """Successful model calls (each one paid for), recovery follow-ups included."""
+    hit_limit: int = 0
+    """Replies (calls made in this run, not cached ones) that stopped at their token limit."""
+    recoveries: int = 0
+    """Follow-up calls that finished a reply cut off before its final answer."""
     retries: int = 0
     failures: int = 0
     """Questions left unanswered after retries (still masked; a rerun tries them again)."""
@@ -33,6 +37,9 @@ class ModelTally:
     abandoned: bool = False
     """Given up after too many consecutive failures."""
     errors: list[str] = field(default_factory=list)
+    prompt_digests: dict[str, str] = field(default_factory=dict)
+    """Per family asked in this run, the model prompt its answers were asked with
+    (`models.prompts.prompt_digest`; "" for the default)."""
 
     @property
     def failed(self) -> bool:
@@ -52,6 +59,8 @@ class ProfileReport:
     cache_path: Path | None
     skipped: dict[str, str] = field(default_factory=dict)
     """Questions no model was asked, with the reason (no gradable record, no grader)."""
+    prompt_record: Path | None = None
+    """The cell prompt record file (`profiling.prompts`; None: kept in this process)."""
 
     @property
     def failed(self) -> list[str]:
@@ -73,9 +82,15 @@ class ProfileReport:
             acc = f"{t.correct / t.recorded:.3f}" if t.recorded else "n/a"
             lines.append(
                 f"  {name}: {t.recorded}/{t.pending} recorded, accuracy {acc}, {t.calls} calls "
-                f"({t.cached} cached, {t.retries} retries), {t.input_tokens} in + "
+                f"({t.cached} cached, {t.retries} retries, {t.hit_limit} at the token limit, "
+                f"{t.recoveries} recovered), {t.input_tokens} in + "
                 f"{t.output_tokens} out tokens, cost {t.cost:.6f}"
             )
+            own = {f: d for f, d in t.prompt_digests.items() if d}
+            if own:
+                lines.append(
+                    "    model prompt: " + ", ".join(f"{f} {d}" for f, d in sorted(own.items()))
+                )
         if self.skipped:
             few = "; ".join(f"{i}: {why}" for i, why in list(self.skipped.items())[:3])
             lines.append(f"  skipped {len(self.skipped)} ungradable question(s): {few}")

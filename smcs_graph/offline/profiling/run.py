@@ -16,13 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from smcs_graph import answers
 from smcs_graph.bank.store import BankQuestion, QuestionBank
 from smcs_graph.errors import ConfigError
 from smcs_graph.models.pool import Pool, PoolModel
+from smcs_graph.models.prompts import model_messages, prompt_digest
 from smcs_graph.offline._sync import synchronous
 from smcs_graph.offline.cache import CachedResponse, ResponseCache, RetryPolicy
+from smcs_graph.offline.profiling.prompts import PromptRecord, measured_with, stale_cells
 from smcs_graph.offline.profiling.report import ModelTally, ProfileReport
 from smcs_graph.offline.profiling.settings import (
     DEFAULT_CONCURRENCY,
@@ -144,17 +147,21 @@ class _Run:
         self.progress = progress
         self.pending: dict[str, dict[str, bool]] = {}
         self.pending_count = 0
+        self.recorded: set[tuple[str, str]] = set()
+        """(model, question id) of the results graded in this run."""
         self.flush_lock = asyncio.Lock()
         self.tallies: dict[str, ModelTally] = {}
         self.consecutive: dict[str, int] = {}
         self.bar: Any = None
 
     async def call(
-        self, member: PoolModel, prompt: str, tally: ModelTally, settings: GenerationSettings
+        self,
+        member: PoolModel,
+        messages: Sequence[BaseMessage],
+        tally: ModelTally,
+        kwargs: Mapping[str, Any],
     ) -> AIMessage:
         """One model call with retries on transient errors (exponential backoff + jitter)."""
-        messages = [HumanMessage(content=prompt)]
-        kwargs = settings.call_kwargs() if member.sampling_kwargs else {}
 
         def count_retry(_: BaseException) -> None:
             tally.retries += 1
@@ -171,13 +178,14 @@ class _Run:
     ) -> CachedResponse | None:
         """The model's response from the cache, or from a call committed to the cache."""
         settings = self.settings.for_family(record.family)
-        key = question_key(member.name, record.id, record.question, prompt, settings)
+        digest = prompt_digest(member, record.family)
+        key = question_key(member.name, record.id, record.question, prompt, settings, digest)
         hit = self.cached.pop(key, None)
         if hit is not None:
             tally.cached += 1
             return hit
         try:
-            message = await self.call(member, prompt, tally, settings)
+            message = await self.finished_reply(member, record.family, prompt, tally, settings)
         except Exception as exc:
             tally.failures += 1
             tally.note(f"{record.id}: {type(exc).__name__}: {exc}")
@@ -188,11 +196,43 @@ class _Run:
         self.consecutive[member.name] = 0
         response = CachedResponse.from_message(message)
         await self.commit((key, member.name, response))
-        tally.calls += 1
-        tally.input_tokens += response.input_tokens
-        tally.output_tokens += response.output_tokens
-        tally.cost += member.cost(message.usage_metadata)
         return response
+
+    async def finished_reply(
+        self,
+        member: PoolModel,
+        family: str,
+        prompt: str,
+        tally: ModelTally,
+        settings: GenerationSettings,
+    ) -> AIMessage:
+        """The model's reply to `prompt` of `family`, in the messages the model is sent
+        (`models.prompts.model_messages`); with recovery on, a reply cut off at its limit before
+        its final answer is finished by one follow-up call (`answers.recovery_messages`), and
+        the two count as one reply (text joined, tokens summed)."""
+        conversation = model_messages(member, family, [HumanMessage(content=prompt)])
+        kwargs = settings.call_kwargs() if member.sampling_kwargs else {}
+        message = await self.call(member, conversation, tally, kwargs)
+        _paid(member, message, tally)
+        cut = answers.hit_limit(message, settings.max_tokens)
+        tally.hit_limit += int(cut)
+        contract = settings.recovery
+        if contract is None or not cut:
+            return message
+        family = contract.family
+        if not answers.needs_recovery(family, message, settings.max_tokens):
+            return message
+        follow_up_kwargs = {**kwargs, "max_tokens": contract.recovery_tokens} if kwargs else {}
+        partial = CachedResponse.from_message(message).text
+        follow_up = await self.call(
+            member,
+            answers.recovery_messages(conversation, partial, family),
+            tally,
+            follow_up_kwargs,
+        )
+        _paid(member, follow_up, tally)
+        tally.recoveries += 1
+        return answers.recovered_message(message, follow_up, family)
 
     async def commit(self, entry: tuple[str, str, CachedResponse]) -> None:
         """Return once the response is committed to the cache.
@@ -273,6 +313,7 @@ class _Run:
             else:
                 correct = bool(outcome.correct)
                 self.pending.setdefault(item.model, {})[item.record.id] = correct
+                self.recorded.add((item.model, item.record.id))
                 self.pending_count += 1
                 tally.recorded += 1
                 tally.correct += int(correct)
@@ -321,6 +362,15 @@ class _Run:
                 self.bar.set_postfix(failed=failed, refresh=False)
 
 
+def _paid(member: PoolModel, message: AIMessage, tally: ModelTally) -> None:
+    """Count one successful call, its tokens and its cost."""
+    usage: Mapping[str, Any] = message.usage_metadata or {}
+    tally.calls += 1
+    tally.input_tokens += int(usage.get("input_tokens", 0) or 0)
+    tally.output_tokens += int(usage.get("output_tokens", 0) or 0)
+    tally.cost += member.cost(message.usage_metadata)
+
+
 @contextlib.contextmanager
 def _heap_frozen() -> Iterator[None]:
     """Leave the objects made before the run out of garbage collection until it ends.
@@ -353,11 +403,14 @@ async def aprofile_pool(
     family_max_tokens: Mapping[str, int] | None = None,
     temperature: float = 0.0,
     seed: int | None = 0,
+    answer_recovery: bool = False,
+    generation: GenerationSettings | None = None,
     grader: Grader | None = None,
     batch_size: int = 64,
     max_consecutive_failures: int = 5,
     grading_workers: int | None = None,
     progress: bool = True,
+    prompt_record: str | Path | None = None,
 ) -> ProfileReport:
     """Profile `models` (default: the whole pool) on every bank question they lack a result for.
 
@@ -365,9 +418,17 @@ async def aprofile_pool(
     when the bank is not on disk). `concurrency`: calls in flight per model; None takes each
     pool entry's `max_concurrency`, else DEFAULT_CONCURRENCY. `retries` extra attempts on
     transient errors, the n-th after about `backoff_s * 2**n` seconds (jittered x0.5-1.5).
-    `timeout_s` bounds each call. `grader(record, response) -> Verdict` defaults to the
-    family graders (`smcs_graph.grading.grade`); it runs in `grading_workers` threads. Results
-    reach the bank every `batch_size` grades and at the end.
+    `timeout_s` bounds each call. Each question is asked with `max_tokens` (its family's
+    `family_max_tokens` entry where there is one), `temperature` and `seed`; with
+    `answer_recovery`, a reply cut off before its final answer is finished by one follow-up
+    call (`smcs_graph.answers`). `generation` replaces those five, e.g.
+    `GenerationSettings.from_settings(settings)` for the runtime's. `grader(record, response)
+    -> Verdict` defaults to the family graders (`smcs_graph.grading.grade`); it runs in
+    `grading_workers` threads. Results reach the bank every `batch_size` grades and at the end.
+    A pool entry's own prompt (`models.prompts`) is part of each cache key, and the cell
+    prompt record (`prompt_record`: a JSON file; None: `profiling.prompts.PromptRecord`'s
+    default) says which prompt each model's measured cells of a family were asked with: cells
+    whose model prompt changed since are asked again.
     """
     started = time.monotonic()
     names = list(pool.names if models is None else models)
@@ -388,11 +449,12 @@ async def aprofile_pool(
         raise ConfigError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
     if not backoff_s >= 0:
         raise ConfigError(f"backoff_s must be >= 0 seconds, got {backoff_s!r}")
-    settings = GenerationSettings(
+    settings = generation or GenerationSettings(
         max_tokens=max_tokens,
         temperature=temperature,
         seed=seed,
         family_max_tokens=tuple(sorted((family_max_tokens or {}).items())),
+        answer_recovery=answer_recovery,
     )
     owned_cache = not isinstance(cache, ResponseCache)
     if isinstance(cache, ResponseCache):
@@ -400,8 +462,10 @@ async def aprofile_pool(
     else:
         response_cache = ResponseCache(cache if cache is not None else default_cache_path(bank))
 
+    cell_prompts = PromptRecord(bank, prompt_record)
     with _heap_frozen():
-        # What is left: per model, the bank questions without a recorded result.
+        # What is left: per model, the bank questions without a recorded result, and those
+        # measured with a model prompt other than the model's now.
         await asyncio.to_thread(bank.refresh)
         ids = bank.question_ids()
         _, measured = bank.capability(names)
@@ -409,6 +473,10 @@ async def aprofile_pool(
             name: [ids[i] for i in range(len(ids)) if not measured[row, i]]
             for row, name in enumerate(names)
         }
+        recorded = await asyncio.to_thread(cell_prompts.read)
+        stale = await asyncio.to_thread(stale_cells, bank, pool, names, ids, measured, recorded)
+        for name, found in stale.items():
+            todo[name] += found
         wanted = sorted({i for pending in todo.values() for i in pending})
         stored = await asyncio.to_thread(bank.get, wanted)
         records, skipped = _gradable(stored, graded_families=None if grader else _known_families())
@@ -436,6 +504,7 @@ async def aprofile_pool(
                     records[id_].question,
                     prompts[id_],
                     settings.for_family(records[id_].family),
+                    prompt_digest(pool[name], records[id_].family),
                 )
                 for name in names
                 for id_ in todo[name]
@@ -475,7 +544,14 @@ async def aprofile_pool(
                     run.bar.close()
                 if owned_cache:
                     response_cache.close()
-        return ProfileReport(run.tallies, time.monotonic() - started, response_cache.path, skipped)
+        families = {id_: record.family for id_, record in records.items()}
+        asked, complete = measured_with(pool, todo, families, run.recorded)
+        for name, digest in asked.items():
+            run.tallies[name].prompt_digests = digest
+        await asyncio.to_thread(cell_prompts.update, complete)
+        return ProfileReport(
+            run.tallies, time.monotonic() - started, response_cache.path, skipped, cell_prompts.path
+        )
 
 
 profile_pool = synchronous(aprofile_pool)
