@@ -49,6 +49,17 @@ def read_question(question: str | None, path: str | None) -> str:
         ) from exc
 
 
+def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The SMCSConfig fields set by --collaborate, --max-calls, --max-cost and --deadline."""
+    flags = {
+        "collaboration": args.collaborate,
+        "max_calls": args.max_calls,
+        "max_cost": args.max_cost,
+        "deadline_s": args.deadline,
+    }
+    return {name: value for name, value in flags.items() if value is not None}
+
+
 def register(commands: Any) -> None:
     parser = commands.add_parser(
         "ask",
@@ -70,6 +81,28 @@ def register(commands: Any) -> None:
     )
     add_pool_options(parser, default=True)
     add_bank_options(parser, bank_help="question bank folder (Chroma on disk)", default=True)
+    adaptive = parser.add_argument_group("collaboration and budget (override the pool file)")
+    adaptive.add_argument(
+        "--collaborate",
+        choices=["always", "adaptive"],
+        help="'always': the full method (K references, n fusions); 'adaptive': the gates "
+        "decide (the top model alone when confident); default: the pool file's setting",
+    )
+    adaptive.add_argument(
+        "--max-calls", type=int, metavar="N", help="model calls planned at most (K + n)"
+    )
+    adaptive.add_argument(
+        "--max-cost",
+        type=float,
+        metavar="COST",
+        help="planned spend at most, in the pool's cost units (its per-Mtok prices)",
+    )
+    adaptive.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="answer by then with what arrived (a finished fusion, else the top reference)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--json", action="store_true", help="print the full trace as JSON")
     parser.set_defaults(handler=run)
@@ -92,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         question = read_question(args.question, args.question_file)
         raw, settings = run_settings(args)
+        settings = settings.replace(**_flag_settings(args))
         say("starting the pool's models" if args.pool is None else "loading the pool")
         pool = load_pool(args, raw)
         say(f"pool ready: {', '.join(pool.names)}; opening the bank")

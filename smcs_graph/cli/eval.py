@@ -23,6 +23,15 @@ def _sizes(text: str) -> list[int]:
         ) from None
 
 
+def _thresholds(text: str) -> list[float]:
+    try:
+        return [float(item) for item in _list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated prior-gate thresholds such as 0.5,0.7,0.9 (got {text!r})"
+        ) from None
+
+
 def register(commands: Any) -> None:
     from smcs_graph.cli._common import add_bank_options, add_pool_options
     from smcs_graph.offline.evaluation.generation import DEFAULT_CONCURRENCY, METHODS
@@ -35,7 +44,10 @@ def register(commands: Any) -> None:
         description=(
             "Answer every question of --test with SMCS and with the baselines and ablations\n"
             "below, grade each answer with its family's grader, and write a table (accuracy\n"
-            "per family and overall, tokens and cost per method) and PNG plots into --out.\n\n"
+            "per family and overall; calls, tokens and median wall time per question; cost),\n"
+            "the truncation per family (replies that hit the token limit / answers without a\n"
+            "final answer after recovery) and PNG plots (accuracy against calls with its\n"
+            "Pareto front, ...) into --out.\n\n"
             f"Methods:\n{methods}\n\n"
             "Every model call is cached on disk (--cache): a request that several methods\n"
             "share (e.g. the single-model answers are the SMCS referencers' answers) is made\n"
@@ -104,6 +116,15 @@ def register(commands: Any) -> None:
         "curve; the best-single and oracle curves come from the single answers at no cost)",
     )
     parser.add_argument(
+        "--thresholds",
+        type=_thresholds,
+        default=[],
+        metavar="T,T",
+        help="also run adaptive SMCS at each prior-gate threshold T (rows smcs-adaptive@T, "
+        "e.g. 0.5,0.6,0.7,0.8,0.9): the accuracy-vs-calls curve; `smcs-adaptive` itself runs "
+        "at the run's settings (the pool file's smcs: section, --set)",
+    )
+    parser.add_argument(
         "--concurrency",
         type=int,
         default=DEFAULT_CONCURRENCY,
@@ -135,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
             methods=tuple(args.methods),
             samples=args.samples,
             scaling=tuple(args.scaling),
+            thresholds=tuple(args.thresholds),
             concurrency=args.concurrency,
             limit=args.limit,
             progress=not args.no_progress,

@@ -65,6 +65,16 @@ def register(commands: Any) -> None:
             "(default 600)"
         ),
     )
+    caps = parser.add_argument_group(
+        "per-request budget caps",
+        "a request's 'smcs': {'max_calls', 'max_cost', 'deadline_s'} above a cap gets 400; a "
+        "request without one runs at the pool file's value lowered to the cap",
+    )
+    caps.add_argument("--max-calls-cap", type=int, metavar="N", help="most model calls a run plans")
+    caps.add_argument(
+        "--max-cost-cap", type=float, metavar="COST", help="most a run plans to spend (pool units)"
+    )
+    caps.add_argument("--deadline-cap", type=float, metavar="SECONDS", help="longest deadline_s")
     parser.add_argument(
         "--shutdown-timeout",
         type=int,
@@ -120,6 +130,9 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         run_timeout_s=args.run_timeout,
+        max_calls_cap=args.max_calls_cap,
+        max_cost_cap=args.max_cost_cap,
+        deadline_s_cap=args.deadline_cap,
     )
     raw, config = run_settings(args)
     pool = load_pool(args, raw)

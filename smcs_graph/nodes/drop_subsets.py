@@ -1,5 +1,9 @@
 """`drop_subsets`: prior drop (exploration): n prior-weighted subsets of the references.
 
+`subset_draws="distinct"` (the default) gives the n fusions n different subsets while enough
+exist; "independent" is the paper's i.i.d. draws (`core.prior_drop_subsets`). The trace's
+`subsets` names them.
+
 It also settles who fuses them: the first aggregator candidate that did not fail as a
 referencer in this run (a fixed aggregator is always tried), and `send_aggregations` sends the
 subsets to it, again for each next candidate when `score` fails over. When a gate answers alone
@@ -64,6 +68,7 @@ def make_drop_subsets(services: Services) -> Any:
             settings.k_drop,
             rng=settings.seed,
             mode=settings.drop_mode,
+            distinct=settings.subset_draws == "distinct",
         )
         named = [[references[i]["model"] for i in subset] for subset in subsets]
         aggregator, skipped = next_aggregator(state, None)
@@ -96,6 +101,7 @@ def send_aggregations(state: SMCSState) -> list[Send]:
                 tools=list(state.get("tools") or []),
                 tool_choice=state.get("tool_choice"),
                 deadline=state.get("deadline"),
+                family=state.get("answer_family"),
             ),
         )
         for index, subset in enumerate(state.get("subsets") or [])

@@ -7,7 +7,11 @@ Pure decisions, called by the nodes; each returns the trace's `gate` record.
   of collaborating, P(some referencer right) - P(top right) with the models taken as
   independent (a proxy: errors correlate, so it overstates the gain), is below
   `min_collaboration_gain`.
-- Budget (`max_calls`, in `select_priors`): K + n is cut to fit before the fan-out, n first.
+- Budget (`max_calls`, `max_cost`, in `select_priors`): K and n are cut to fit before the
+  fan-out, n first, then K, never below one call (`plan_budget`). The cost of a plan is
+  estimated from the pool entries' per-Mtok prices, the prompt's characters / 4 as its tokens
+  and the largest output-token limit (`max_tokens`, `max_tokens_*`) as each call's output
+  (`CostModel`).
 - Agreement gate (`agreement_gate`, in `drop_subsets`): when the references agree, the top-prior
   reference is the answer and no fusion runs.
 - Deadline (`deadline_s`): every call's timeout is cut to what is left of it; past it,
@@ -20,12 +24,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from smcs_graph.config import SMCSConfig
 from smcs_graph.embedder import Embedder
+from smcs_graph.models import Pool
 from smcs_graph.state import TRACE_DIGITS, SMCSState
 
 ALONE = "alone"
@@ -87,6 +93,142 @@ def fit_budget(k: int, n: int, max_calls: int | None) -> tuple[int, int]:
     return 1, 0
 
 
+CHARS_PER_TOKEN = 4
+"""Prompt tokens are estimated as characters / 4 (`max_cost`): no tokenizer is loaded."""
+
+
+def prompt_tokens(messages: Sequence[Any]) -> int:
+    """Estimated prompt tokens of a conversation: its text's characters / `CHARS_PER_TOKEN`."""
+    chars = 0
+    for message in messages:
+        content = getattr(message, "content", message)
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):
+            chars += sum(
+                len(str(part.get("text", ""))) if isinstance(part, Mapping) else len(str(part))
+                for part in content
+            )
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """What `max_cost` plans with: per-Mtok (input, output) prices of the referencers in rank
+    order and of the aggregator (None: the top referencer aggregates), the prompt's estimated
+    tokens, each call's output bound (`max_tokens`) and `k_drop`. A fusion reads the prompt,
+    its subset's references (each at the output bound) and the instructions."""
+
+    referencers: Sequence[tuple[float, float]]
+    aggregator: tuple[float, float] | None
+    prompt_tokens: int
+    max_tokens: int
+    k_drop: int
+
+    def cost(self, k: int, n: int) -> float:
+        """Planned cost of K referencers and n fusions."""
+        out = sum(self._call(price, self.prompt_tokens) for price in self.referencers[:k])
+        if n:
+            size = max(k - self.k_drop, 1)
+            fusion_in = self.prompt_tokens + size * self.max_tokens + _FUSION_OVERHEAD
+            price = self.aggregator if self.aggregator is not None else self.referencers[0]
+            out += n * self._call(price, fusion_in)
+        return out
+
+    def _call(self, price: tuple[float, float], input_tokens: int) -> float:
+        return (input_tokens * price[0] + self.max_tokens * price[1]) / 1e6
+
+
+def _fusion_overhead() -> int:
+    from smcs_graph.prompts import AGGREGATION_INSTRUCTIONS
+
+    return -(-len(AGGREGATION_INSTRUCTIONS) // CHARS_PER_TOKEN)
+
+
+_FUSION_OVERHEAD = _fusion_overhead()
+"""Estimated tokens of the aggregation instructions around the references."""
+
+
+_FAMILIES = (None, "multiple_choice", "math", "numeric", "code")
+"""The families with their own output-token limit (`SMCSConfig.max_tokens_*`); None: the rest."""
+
+
+def cost_model(
+    pool: Pool, referencers: Sequence[str], settings: SMCSConfig, messages: Sequence[Any]
+) -> CostModel:
+    """The `CostModel` of a run: `referencers` in rank order, the pool's prices."""
+
+    def price(name: str) -> tuple[float, float]:
+        member = pool[name]
+        return (member.input_cost_per_mtok, member.output_cost_per_mtok)
+
+    return CostModel(
+        referencers=[price(name) for name in referencers],
+        aggregator=(
+            price(settings.aggregator)
+            if settings.aggregator is not None and settings.aggregator in pool
+            else None
+        ),
+        prompt_tokens=prompt_tokens(messages),
+        # The largest output limit of any family: the plan never assumes a shorter answer.
+        max_tokens=max(settings.tokens_for(family) for family in _FAMILIES),
+        k_drop=settings.k_drop,
+    )
+
+
+def fit_cost(k: int, n: int, max_cost: float | None, costs: CostModel) -> tuple[int, int]:
+    """(K, n) whose planned cost is within `max_cost`: n shrinks first (to 1), then K, then the
+    top model alone (1, 0), which stands even when it is estimated over the cap."""
+    if max_cost is None:
+        return k, n
+    while n > 1 and costs.cost(k, n) > max_cost:
+        n -= 1
+    while k > 1 and n and costs.cost(k, n) > max_cost:
+        k -= 1
+    if n and costs.cost(k, n) > max_cost:
+        return 1, 0
+    return k, n
+
+
+def plan_budget(
+    k: int, n: int, settings: SMCSConfig, costs: CostModel | None
+) -> tuple[int, int, dict[str, Any] | None]:
+    """(K, n) within `max_calls` and `max_cost`, and the caps' record for the trace (None:
+    neither is set): what each cap allowed and the planned cost."""
+    if settings.max_calls is None and settings.max_cost is None:
+        return k, n, None
+    k_fit, n_fit = fit_budget(k, n, settings.max_calls)
+    if settings.max_cost is not None and costs is not None:
+        k_fit, n_fit = fit_cost(k_fit, n_fit, settings.max_cost, costs)
+    caps: dict[str, Any] = {"k": k_fit, "n_aggregations": n_fit}
+    if settings.max_calls is not None:
+        caps["max_calls"] = settings.max_calls
+    if settings.max_cost is not None:
+        caps["max_cost"] = settings.max_cost
+        if costs is not None:
+            caps["planned_cost"] = round(costs.cost(k_fit, n_fit), 9)
+            caps["full_cost"] = round(costs.cost(k, n), 9)
+    return k_fit, n_fit, caps
+
+
+def budget_reason(caps: Mapping[str, Any]) -> str:
+    """One line for the trace: the caps and the (K, n) they allow."""
+    parts = []
+    if "max_calls" in caps:
+        parts.append(f"max_calls={caps['max_calls']}")
+    if "max_cost" in caps:
+        planned = caps.get("planned_cost")
+        parts.append(
+            f"max_cost={caps['max_cost']:g}"
+            + (
+                f" (planned {planned:.6g} of {caps['full_cost']:.6g} for the full plan)"
+                if planned is not None
+                else ""
+            )
+        )
+    return f"{', '.join(parts)}: k={caps['k']}, n_aggregations={caps['n_aggregations']}"
+
+
 def prior_gate(
     p_correct: Mapping[str, float], referencers: Sequence[str], settings: SMCSConfig
 ) -> dict[str, Any]:
@@ -108,7 +250,7 @@ def prior_gate(
         decision = COLLABORATE
         reason = (
             f"collaborating: {top}'s P(correct) {p_top:.2f} < {threshold:g}, "
-            f"expected gain {gain:.2f}"
+            f"expected gain {gain:.2f} >= {min_gain:g}"
         )
     return {
         "decision": decision,
@@ -122,13 +264,14 @@ def prior_gate(
     }
 
 
-def budget_gate(top: str, max_calls: int) -> dict[str, Any]:
-    """The record when `max_calls` leaves a single call: the top model alone."""
+def budget_gate(top: str, caps: Mapping[str, Any]) -> dict[str, Any]:
+    """The record when the budget leaves a single call: the top model alone."""
     return {
         "decision": ALONE,
         "stage": "budget",
         "model": top,
-        "reason": f"answered by {top} alone: max_calls={max_calls} leaves one call",
+        "reason": f"answered by {top} alone: {budget_reason(caps)} leaves one call",
+        "caps": dict(caps),
     }
 
 
@@ -200,12 +343,17 @@ def agreement_gate(
     top = references[0]["model"]
     record: dict[str, Any] = dict(gate or {})
     record["agreement"] = found
+    if "answers" in found:
+        inputs = f"{found['method']}s: {', '.join(str(a) for a in found['answers'])}"
+    else:
+        sign = ">=" if found["agree"] else "<"
+        inputs = f"lowest cosine {found['min_similarity']:.2f} {sign} {found['threshold']:g}"
     if found["agree"]:
         record.update(
             decision=ALONE,
             stage="agreement",
             model=top,
-            reason=f"the {len(references)} references agree ({found['method']}): "
+            reason=f"the {len(references)} references agree ({inputs}): "
             f"answered with {top}'s, the top-prior reference; no fusion",
         )
     else:
@@ -213,5 +361,5 @@ def agreement_gate(
         record.setdefault("stage", "agreement")
         record["reason"] = (
             record["reason"] + "; " if "reason" in record else ""
-        ) + f"the references differ ({found['method']}): fusing"
+        ) + f"the references differ ({inputs}): fusing"
     return record

@@ -3,6 +3,9 @@
 The top-K are chosen among the models the circuit breaker does not pass over (`PoolModel.health`:
 a model whose last calls failed within `breaker_cooldown_s`); the trace names each one passed
 over and why. When every model is passed over, the breaker is ignored for the run.
+
+It also records the run's answer family (the contract the question states,
+`answers.detect_family`): the referencers' and fusions' token limit and recovery follow it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import numpy as np
 from langgraph.types import Overwrite, Send
 from numpy.typing import NDArray
 
-from smcs_graph import core
+from smcs_graph import answers, core
 from smcs_graph._input import conversation, retrieval_query
 from smcs_graph.bank import Support
 from smcs_graph.config import SMCSConfig
@@ -38,8 +41,9 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
     pool_names = services.pool.names
     notes: list[str] = []
 
+    query = services.embedder.embed([question])[0]  # kept for feedback (`smcs_graph.feedback`)
     support, priors = prior_selection(
-        question, pool_names, services.bank, services.embedder, settings
+        question, pool_names, services.bank, services.embedder, settings, query
     )
     unmeasured = [m for m, row in zip(pool_names, support.measured, strict=True) if not row.any()]
     if support.bank_size == 0:
@@ -78,7 +82,7 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
     chosen = core.select_top_k(priors[available], k_used)
     referencers = [pool_names[available[i]] for i in chosen]
 
-    gate, n_used = _gate(services, settings, support, priors, referencers)
+    gate, n_used = _gate(services, settings, support, priors, referencers, messages)
     if gate is not None and gate["decision"] == gates.ALONE:
         referencers, k_used, n_used = referencers[:1], 1, 0
         notes.append(gate["reason"])
@@ -140,6 +144,9 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
         "subsets": [],
         "gate": gate,
         "deadline": gates.deadline_at(started, settings),
+        "answer_family": answers.detect_family(question),
+        "recoveries": Overwrite([]),
+        "query_embedding": [float(x) for x in query],
     }
 
 
@@ -149,6 +156,7 @@ def _gate(
     support: Support,
     priors: NDArray[np.float64],
     referencers: list[str],
+    messages: list[Any],
 ) -> tuple[dict[str, Any] | None, int]:
     """The prior gate's and the budget's record (None: neither is set) and the aggregations
     planned."""
@@ -160,13 +168,13 @@ def _gate(
         gate = gates.prior_gate(p_by_model, referencers, settings)
         if gate["decision"] == gates.ALONE:
             return gate, 0
-    if settings.max_calls is None:
+    costs = gates.cost_model(services.pool, referencers, settings, messages)
+    _, n, caps = gates.plan_budget(len(referencers), settings.n_aggregations, settings, costs)
+    if caps is None:
         return gate, settings.n_aggregations
-    k, n = gates.fit_budget(len(referencers), settings.n_aggregations, settings.max_calls)
     if n == 0:
-        return {**(gate or {}), **gates.budget_gate(referencers[0], settings.max_calls)}, 0
-    caps = {"max_calls": settings.max_calls, "k": k, "n_aggregations": n}
-    reason = f"max_calls={settings.max_calls}: k={k}, n_aggregations={n}"
+        return {**(gate or {}), **gates.budget_gate(referencers[0], caps)}, 0
+    reason = gates.budget_reason(caps)
     if gate is None:
         return {"decision": gates.COLLABORATE, "stage": "budget", "reason": reason, "caps": caps}, n
     return {**gate, "caps": caps, "reason": f"{gate['reason']}; {reason}"}, n
@@ -179,11 +187,13 @@ def make_select_priors(services: Services) -> Any:
 def send_referencers(state: SMCSState) -> list[Send]:
     """Fan out: one `Send` per selected referencer, all answered in parallel."""
     messages = conversation(state)
-    deadline = state.get("deadline")
+    deadline, family = state.get("deadline"), state.get("answer_family")
     return [
         Send(
             "referencer",
-            ReferencerTask(model=name, rank=rank, messages=messages, deadline=deadline),
+            ReferencerTask(
+                model=name, rank=rank, messages=messages, deadline=deadline, family=family
+            ),
         )
         for rank, name in enumerate(state["selection"]["referencers"])
     ]

@@ -69,6 +69,9 @@ class CachedResponse:
     logprobs: Any = None
     finish_reason: str | None = None
     model_name: str | None = None
+    seconds: float | None = None
+    """How long the call took when it was made (None: not measured, or stored before this
+    field existed); a cached answer keeps its original call's seconds."""
 
     @classmethod
     def from_message(cls, message: AIMessage) -> CachedResponse:
@@ -107,8 +110,10 @@ class CachedResponse:
         return int(self.usage.get("output_tokens", 0)) if self.usage else 0
 
     def to_json(self) -> str:
-        payload = {"content": self.content, "usage": self.usage}
+        payload: dict[str, Any] = {"content": self.content, "usage": self.usage}
         payload.update({key: getattr(self, key) for key in _METADATA})
+        if self.seconds is not None:
+            payload["seconds"] = self.seconds
         return json.dumps(payload, ensure_ascii=False, default=str)
 
     @classmethod
@@ -117,6 +122,7 @@ class CachedResponse:
         return cls(
             content=stored["content"],
             usage=stored.get("usage"),
+            seconds=stored.get("seconds"),
             **{key: stored.get(key) for key in _METADATA},
         )
 

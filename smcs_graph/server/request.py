@@ -3,6 +3,12 @@
 Fields with an SMCS counterpart (temperature, max_tokens, seed, presence_penalty) override the
 server's `SMCSConfig` for one run; fields with none are accepted and ignored; anything else is
 refused by name.
+
+The body's `smcs` object (an extension field) takes `trace` and a per-request budget:
+`max_calls`, `max_cost`, `deadline_s` (SMCSConfig's fields of those names). The operator's caps
+(`ServerSettings.max_calls_cap`, ...) bound them: a request above a cap gets 400 naming the
+cap, and a request that sets no value runs at the server's own value lowered to the cap, so no
+run plans more than the caps allow.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from smcs_graph._input import retrieval_query
 from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import ConfigError, InvalidQuestionError
 from smcs_graph.server.errors import bad_request, unknown_model
+from smcs_graph.server.settings import ServerSettings
 
 __all__ = ["MAX_JSON_DEPTH", "ChatRequest", "loads_json", "parse_request"]
 
@@ -88,13 +95,19 @@ class ChatRequest:
 
 
 def parse_request(
-    payload: Any, *, model_name: str, smcs_settings: SMCSConfig, trace_header: bool
+    payload: Any,
+    *,
+    model_name: str,
+    smcs_settings: SMCSConfig,
+    trace_header: bool,
+    server: ServerSettings | None = None,
 ) -> ChatRequest:
     """Validate an OpenAI chat completion body; raise `APIError` saying what is wrong.
 
     `model_name` is the one model id served; `smcs_settings` are the settings the request's
     fields override (checked here, so a bad value is a 400 before the run is admitted);
-    `trace_header` is whether the client sent `X-SMCS-Trace`.
+    `trace_header` is whether the client sent `X-SMCS-Trace`; `server` holds the operator's
+    budget caps (None: none).
     """
     if not isinstance(payload, dict):
         raise bad_request("the request body must be a JSON object", code="invalid_request")
@@ -163,10 +176,11 @@ def parse_request(
     smcs = payload.get("smcs") or {}
     if (
         not isinstance(smcs, dict)
-        or set(smcs) - {"trace"}
+        or set(smcs) - _SMCS_FIELDS
         or not isinstance(smcs.get("trace", False), bool)
     ):
-        raise bad_request("'smcs' must be an object {'trace': bool}", "smcs")
+        raise bad_request(_SMCS_SHAPE, "smcs")
+    overrides.update(_budget(smcs, smcs_settings, server.budget_caps() if server else {}))
     return ChatRequest(
         messages=messages,
         overrides=overrides,
@@ -177,6 +191,40 @@ def parse_request(
         include_usage=include_usage,
         trace=bool(smcs.get("trace", False)) or trace_header,
     )
+
+
+_SMCS_FIELDS = frozenset({"trace", "max_calls", "max_cost", "deadline_s"})
+_SMCS_SHAPE = (
+    "'smcs' must be an object {'trace': bool, 'max_calls': int, 'max_cost': number, "
+    "'deadline_s': number} (every key optional)"
+)
+
+
+def _budget(
+    smcs: dict[str, Any], smcs_settings: SMCSConfig, caps: dict[str, float | int]
+) -> dict[str, Any]:
+    """The request's budget overrides, within the operator's caps (see the module)."""
+    out: dict[str, Any] = {}
+    for name in ("max_calls", "max_cost", "deadline_s"):
+        value, cap = smcs.get(name), caps.get(name)
+        if value is None:
+            current = getattr(smcs_settings, name)
+            if cap is not None and (current is None or current > cap):
+                out[name] = cap
+            continue
+        try:
+            smcs_settings.replace(**{name: value})
+        except ConfigError as exc:
+            raise bad_request(f"'smcs.{name}': {exc}", f"smcs.{name}") from exc
+        if cap is not None and value > cap:
+            raise bad_request(
+                f"'smcs.{name}' is {value:g}, above this server's cap of {cap:g}; "
+                f"ask for at most {cap:g} (or leave it out to run at the cap)",
+                f"smcs.{name}",
+                code="above_cap",
+            )
+        out[name] = value
+    return out
 
 
 def _stop(value: Any) -> list[str] | None:

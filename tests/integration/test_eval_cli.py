@@ -2,7 +2,8 @@
 
 A small slice: a 10-question bank whose results were recorded by hand, 4 test questions, short
 answers. One chain checks the whole path: a run killed midway, resumed without asking a model
-anything twice, every method graded, tables and plots written, then replayed without a call.
+anything twice, every method graded (calls, tokens, median wall time and truncation per row),
+tables and plots written, then replayed without a call (the same wall times, from the cache).
 """
 
 from __future__ import annotations
@@ -147,6 +148,9 @@ ALL_ROWS = {
     "no-perplexity",
     "no-prior-drop",
     "smcs@1",
+    "smcs-adaptive",
+    "smcs-adaptive@0",
+    "oracle",
 }
 
 
@@ -159,7 +163,7 @@ def test_eval_killed_resumed_complete_and_replayed(bank_path: Path, tmp_path: Pa
 
     # 2. The same command again, with the scaling run added: it finishes everything and asks
     # no model anything it had answered before the kill.
-    proc = smcs(*eval_args(bank_path, out, "--scaling", "1"))
+    proc = smcs(*eval_args(bank_path, out, "--scaling", "1", "--thresholds", "0"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "smcs eval" in proc.stderr and "result/s" in proc.stderr  # progress bar with rate
     assert "best single (qwen2.5-coder-0.5b)" in proc.stdout
@@ -173,15 +177,27 @@ def test_eval_killed_resumed_complete_and_replayed(bank_path: Path, tmp_path: Pa
     for name, row in rows.items():
         assert row["n"] + row["not_applicable"] == 4 and row["failed"] == 0, name
         assert row["input_tokens"] > 0 and row["calls"] > 0, name
+        # every call, cached or not, kept the seconds it took when made
+        assert row["median_seconds"] > 0 and row["timed"] == row["results"], name
+    # the prior gate at 0: the top model alone (and its recovery follow-up, if it was cut off)
+    assert 1 <= rows["smcs-adaptive@0"]["per_question"]["calls"] <= 2
+    assert rows["smcs"]["per_question"]["calls"] >= 2 + 2
+    assert rows["oracle"]["correct"] >= rows[f"single:{QWEN}"]["correct"]
+    truncation = rows[f"single:{QWEN}"]["truncation"]
+    assert set(truncation) == {"numeric", "multiple_choice"}
+    assert all(cell["hit_known"] == cell["final_known"] == 2 for cell in truncation.values())
     assert rows["best-single"]["correct"] == rows[f"single:{QWEN}"]["correct"]
     # Referencers' answers are the single answers: a call shared by methods is made once.
-    needed = sum(rows[r]["calls"] for r in ALL_ROWS - {"best-single", "router", "vote-all"})
+    derived = {"best-single", "router", "vote-all", "oracle"}
+    needed = sum(rows[r]["calls"] for r in ALL_ROWS - derived)
     assert count_calls(cache) < needed
     sizes = {point["size"]: point for point in report["scaling"]}
     assert sizes[1]["smcs"] is not None and sizes[2]["oracle"] is not None
-    for name in ("accuracy_by_method.png", "scaling.png", "accuracy_vs_cost.png"):
+    plots = ("accuracy_by_method.png", "scaling.png", "accuracy_vs_cost.png")
+    for name in (*plots, "accuracy_vs_calls.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| SMCS |" in (out / "report.md").read_text()
+    markdown = (out / "report.md").read_text()
+    assert "| SMCS |" in markdown and "## Truncation (hit limit / no final answer, %)" in markdown
 
     store = ResultStore(out / "results.sqlite")
     smcs_results = {r.question_id: r for r in store.results() if r.method == "smcs"}
@@ -191,7 +207,9 @@ def test_eval_killed_resumed_complete_and_replayed(bank_path: Path, tmp_path: Pa
     assert all(len(r.detail["candidates"]) == 2 for r in smcs_results.values())
 
     # 3. A rerun replays everything: no model call, the same table.
-    again = smcs(*eval_args(bank_path, out, "--scaling", "1", "--json", "--no-progress"))
+    again = smcs(
+        *eval_args(bank_path, out, "--scaling", "1", "--thresholds", "0", "--json", "--no-progress")
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     replayed = json.loads(again.stdout)
     assert replayed["run"]["calls_made"] == 0

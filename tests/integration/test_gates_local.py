@@ -6,11 +6,6 @@ from __future__ import annotations
 import pytest
 
 from smcs_graph import SMCSConfig, build_graph
-from tests.integration.test_graph_local import (  # noqa: F401  (fixtures: the same bank and pool)
-    disk_bank,
-    embedder,
-    pool,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +25,9 @@ RUN = {"max_concurrency": 16}
 
 
 def test_prior_gate_answers_a_confident_question_with_one_call(
-    pool,  # noqa: F811
-    disk_bank,  # noqa: F811
-    embedder,  # noqa: F811
+    pool,
+    disk_bank,
+    embedder,
 ) -> None:
     out = (
         build_graph(pool, disk_bank, embedder, ADAPTIVE)
@@ -50,9 +45,9 @@ def test_prior_gate_answers_a_confident_question_with_one_call(
 
 
 def test_a_gate_out_of_reach_runs_the_full_method(
-    pool,  # noqa: F811
-    disk_bank,  # noqa: F811
-    embedder,  # noqa: F811
+    pool,
+    disk_bank,
+    embedder,
 ) -> None:
     settings = ADAPTIVE.replace(prior_gate_threshold=1.0)
     out = (

@@ -93,8 +93,10 @@ def test_usage_errors_exit_2(
 ) -> None:
     pool, bank = setup
     args = ["eval", "--pool", str(pool), "--bank", str(bank), "--embedder", "hashing:32"]
-    assert main([*args, "--methods", "smcs,oracle"]) == 2
-    assert "unknown method(s) ['oracle']" in capsys.readouterr().err
+    assert main([*args, "--methods", "smcs,magic"]) == 2
+    assert "unknown method(s) ['magic']" in capsys.readouterr().err
+    assert main([*args, "--thresholds", "0.5,2"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
     assert main([*args, "--test", str(tmp_path / "missing.jsonl")]) == 2
     assert "no test file" in capsys.readouterr().err
     assert main([*args, "--set", "lam=-1"]) == 2
@@ -105,3 +107,6 @@ def test_usage_errors_exit_2(
     with pytest.raises(SystemExit):
         main([*args, "--scaling", "one,two"])
     assert "comma-separated pool sizes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--thresholds", "high"])
+    assert "prior-gate thresholds" in capsys.readouterr().err

@@ -38,7 +38,9 @@ def test_prior_drop_samples_the_unrounded_priors(
     exact = np.array([0.8000003, 0.8000001, 0.8000002])  # pool order a, b, c
     monkeypatch.setattr(core, "prior_scores", lambda *args, **kwargs: exact.copy())
     pool = make_pool(**{name: FakeChatModel(responses=[f"{name} says 4"]) for name in "abc"})
-    settings = SMCSConfig(k=3, k_drop=1, n_aggregations=12, n_sup_base=4, seed=3)
+    settings = SMCSConfig(
+        k=3, k_drop=1, n_aggregations=12, n_sup_base=4, seed=3, subset_draws="independent"
+    )
     out = build_graph(pool, bank, embedder, settings).compile().invoke({"question": "2+2?"}, RUN)
 
     trace = out["trace"]

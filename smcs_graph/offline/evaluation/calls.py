@@ -14,12 +14,18 @@ every committed response.
 Seeds: when the run sends a seed, the cache replaces it by one derived from the request's key,
 so the same request (and occurrence) is generated with the same seed by every method, and
 repeated occurrences get different seeds.
+
+Each call of a scope is logged in `CallScope.log` (`callpath.CallLog`: stage, model, text, the
+token limit reached, and the seconds the call took when it was made, which the cache keeps), for
+the method's wall time and truncation (`smcs_graph.offline.evaluation.callpath`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +37,9 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, PrivateAttr
 
+from smcs_graph.answers import hit_limit
 from smcs_graph.offline.cache import CachedResponse, ResponseCache, RetryPolicy, request_key
+from smcs_graph.offline.evaluation.callpath import CallLog
 
 __all__ = ["CachedChatModel", "CallScope", "call_key", "call_scope"]
 
@@ -42,6 +50,8 @@ class CallScope:
 
     label: str
     counters: dict[str, int] = field(default_factory=dict)
+    log: list[CallLog] = field(default_factory=list)
+    """The scope's calls, in the order they returned."""
 
     def next_occurrence(self, base_key: str) -> int:
         occurrence = self.counters.get(base_key, 0)
@@ -130,6 +140,8 @@ class CachedChatModel(BaseChatModel):
         stored = await self.store.fetch(
             key, self.model_id, lambda: self._call(messages, stop, kwargs)
         )
+        if scope is not None:
+            scope.log.append(_log_entry(self.model_id, messages, settings, stored, run_manager))
         return ChatResult(generations=[ChatGeneration(message=stored.to_message())])
 
     async def _call(
@@ -139,11 +151,43 @@ class CachedChatModel(BaseChatModel):
             self._slots = asyncio.Semaphore(self.max_concurrency)
         slots = self._slots
 
+        took: list[float] = []
+
         async def attempt() -> BaseMessage:
             async with slots:  # held per attempt, not during the backoff
-                return await self.inner.ainvoke(messages, stop=stop, **kwargs)
+                started = time.perf_counter()
+                reply = await self.inner.ainvoke(messages, stop=stop, **kwargs)
+                took.append(time.perf_counter() - started)
+                return reply
 
         reply = await RetryPolicy(self.retries, self.backoff_s).run(attempt)
         if not isinstance(reply, AIMessage):
             raise TypeError(f"model {self.model_id!r} returned {type(reply).__name__}")
-        return CachedResponse.from_message(reply)
+        # The successful attempt's own seconds: no queueing, no backoff.
+        return dataclasses.replace(CachedResponse.from_message(reply), seconds=round(took[-1], 4))
+
+
+def _stage(run_manager: AsyncCallbackManagerForLLMRun | None) -> str:
+    """The SMCS stage the call ran for (its `smcs:<stage>` tag; "call" when untagged)."""
+    tags = run_manager.tags if run_manager is not None else []
+    stages = [t[5:] for t in tags if t.startswith("smcs:") and not t.startswith("smcs:model:")]
+    return stages[-1] if stages else "call"
+
+
+def _log_entry(
+    model: str,
+    messages: Sequence[BaseMessage],
+    settings: Mapping[str, Any],
+    stored: CachedResponse,
+    run_manager: AsyncCallbackManagerForLLMRun | None,
+) -> CallLog:
+    last = messages[-1] if messages else None
+    limit = settings.get("max_tokens")
+    return CallLog(
+        stage=_stage(run_manager),
+        model=model,
+        seconds=stored.seconds,
+        text=stored.text,
+        hit_limit=hit_limit(stored.to_message(), limit if isinstance(limit, int) else None),
+        prefilled=str(last.content) if isinstance(last, AIMessage) else None,
+    )

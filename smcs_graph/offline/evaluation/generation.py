@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from smcs_graph.answers import PROMPT_VERSION
 from smcs_graph.bank.store import QuestionBank
 from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import ConfigError
@@ -26,8 +27,8 @@ from smcs_graph.models.pool import Pool, PoolModel
 from smcs_graph.offline._sync import synchronous
 from smcs_graph.offline.cache import ResponseCache
 from smcs_graph.offline.evaluation.calls import CachedChatModel
-from smcs_graph.offline.evaluation.methods import METHODS, MethodRunner, QuestionJob
-from smcs_graph.offline.evaluation.results import MethodResult, ResultStore
+from smcs_graph.offline.evaluation.methods import METHODS, MethodRunner, QuestionJob, adaptive_row
+from smcs_graph.offline.evaluation.results import ANY_VALUE, MethodResult, ResultStore
 from smcs_graph.offline.evaluation.standings import BankStandings, bank_standings
 from smcs_graph.offline.evaluation.voting import EXTRACTABLE, answer_key, majority_vote, rescore
 from smcs_graph.questions import QuestionRecord
@@ -67,6 +68,8 @@ class EvalOptions:
     """K of Self-MoA and majority voting (default: the config's k)."""
     scaling: tuple[int, ...] = ()
     """Sub-pool sizes r for `smcs@r` (the first r pool models); the full pool is `smcs`."""
+    thresholds: tuple[float, ...] = ()
+    """Prior-gate thresholds T for `smcs-adaptive@T` rows (the adaptive curve)."""
     concurrency: int = DEFAULT_CONCURRENCY
     limit: int | None = None
     """Evaluate the first N test questions only."""
@@ -88,18 +91,32 @@ class EvalOptions:
         bad = [r for r in self.scaling if not isinstance(r, int) or r < 1]
         if bad:
             raise ConfigError(f"scaling sizes must be integers >= 1 (got {bad})")
+        off = [t for t in self.thresholds if not (isinstance(t, int | float) and 0 <= t <= 1)]
+        if off:
+            raise ConfigError(
+                f"thresholds are prior-gate P(correct) levels between 0 and 1 (got {off}); "
+                "give e.g. 0.5,0.6,0.7,0.8,0.9"
+            )
 
 
 def expand_methods(
-    methods: Sequence[str], pool_names: Sequence[str], scaling: Sequence[int]
+    methods: Sequence[str],
+    pool_names: Sequence[str],
+    scaling: Sequence[int],
+    thresholds: Sequence[float] = (),
 ) -> list[str]:
-    """Result rows the methods give: `single` -> `single:<model>` each; sizes -> `smcs@r`."""
+    """Result rows the methods give: `single` -> `single:<model>` each; sizes -> `smcs@r`;
+    thresholds -> `smcs-adaptive@T`, after `smcs-adaptive` when it is asked for."""
     rows: list[str] = []
+    curve = [adaptive_row(t) for t in sorted(set(thresholds))]
     for method in methods:
         if method == "single":
             rows.extend(f"single:{name}" for name in pool_names)
+        elif method == "smcs-adaptive":
+            rows.extend([method, *curve])
         else:
             rows.append(method)
+    rows.extend(curve)
     rows.extend(f"smcs@{r}" for r in sorted(set(scaling)) if r < len(pool_names))
     return list(dict.fromkeys(rows))
 
@@ -199,10 +216,37 @@ def _run_settings(
     }
     return {
         **settings,
+        "prompt_version": PROMPT_VERSION,
         "samples": samples,
         "pool": pool.names,
         "bank": {"name": bank.name, "size": len(bank), "coverage": bank.coverage()},
         "best_single": standings.best,
+    }
+
+
+_GATES = (
+    "collaboration",
+    "prior_gate_threshold",
+    "min_collaboration_gain",
+    "agreement_gate",
+    "agreement_similarity",
+)
+
+
+def _absent_settings() -> dict[str, Any]:
+    """What a setting newer than an evaluation folder meant before it existed: the behaviour
+    of its default, except answer recovery (off) and the prompts (version 1); the gates only
+    change `smcs-adaptive` rows, which such a folder cannot hold."""
+    defaults = {
+        f"config.{f.name}": f.default
+        for f in dataclasses.fields(SMCSConfig)
+        if f.default is not dataclasses.MISSING
+    }
+    return {
+        **defaults,
+        **{f"config.{name}": ANY_VALUE for name in _GATES},
+        "config.answer_recovery": False,
+        "prompt_version": 1,
     }
 
 
@@ -231,6 +275,11 @@ async def aevaluate(
         config = config.replace(seed=0)
         notes.append("the config sets no seed: seed 0 was used, so that reruns are identical")
     config = config.replace(breaker_cooldown_s=0)
+    if config.collaboration == "adaptive" or config.agreement_gate:
+        notes.append(
+            "the run's settings turn gates on: `smcs` (and the methods built on it) runs the "
+            "paper's method, always collaborating; `smcs-adaptive` runs the run's gates"
+        )
     if config.temperature == 0 and {"self-moa", "majority"} & set(options.methods):
         notes.append("temperature 0: the K samples of self-moa and majority may all be alike")
     if config.aggregator is not None and config.aggregator not in pool:
@@ -257,11 +306,13 @@ async def aevaluate(
                 "no bank result for " + ", ".join(standings.unmeasured) + ": never chosen as "
                 "best single model or by the router"
             )
-        store.check_settings(_run_settings(config, pool, bank, standings, samples))
+        store.check_settings(
+            _run_settings(config, pool, bank, standings, samples), _absent_settings()
+        )
         evaluation = MethodRunner(
             _wrapped_pool(pool, call_cache), bank, config, standings, store, call_cache, samples
         )
-        rows = expand_methods(options.methods, pool.names, options.scaling)
+        rows = expand_methods(options.methods, pool.names, options.scaling, options.thresholds)
         evaluation.rows = set(rows)
         todo = sum(1 for r in records for row in rows if store.get(row, r.id) is None)
         if options.progress and todo:

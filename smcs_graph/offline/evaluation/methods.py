@@ -3,7 +3,11 @@ result of one question once (`QuestionJob`).
 
 Methods (`METHODS`), each on the same test questions, graded by the family graders:
 
-- `smcs`: the SMCS graph with the run's `SMCSConfig`.
+- `smcs`: the SMCS graph with the run's `SMCSConfig`, always collaborating (the paper's method:
+  `collaboration="always"`, no agreement gate, whatever the run's gates are).
+- `smcs-adaptive`: SMCS with the run's gates (`collaboration="adaptive"`, the run's
+  `prior_gate_threshold`, agreement gate, ...: the calibrated ones when the pool file holds
+  them); `smcs-adaptive@T` (with `thresholds`): the same at prior-gate threshold T, a curve.
 - `single`: each pool model alone, one row `single:<model>` per model. The request is the one a
   referencer sends, so these answers are the SMCS referencers' answers (one call each).
 - `best-single`: the model with the highest accuracy on the bank (its `single` answers).
@@ -18,6 +22,8 @@ Methods (`METHODS`), each on the same test questions, graded by the family grade
   run's temperature, the samples aggregated once by the same model.
 - `majority` (self-consistency): majority vote over the same K samples of the best model.
 - `vote-all`: majority vote over every pool model's single answer (ties: the better bank model).
+- `oracle`: right when any pool model's single answer is right (an upper bound, no call of its
+  own; it answers with the best-ranked right answer).
   Votes count answers the family grader extracts (multiple-choice letters, numbers, math
   answers, the latter grouped by math-verify equivalence); on other families both votes are
   "not applicable" and the question is left out of their accuracy.
@@ -51,18 +57,26 @@ from smcs_graph.errors import SMCSError
 from smcs_graph.grading import Verdict, grade
 from smcs_graph.graph import build_graph
 from smcs_graph.models.pool import Pool
-from smcs_graph.nodes._common import ModelCall, acall_model
+from smcs_graph.nodes._common import acall_model, answer_call
 from smcs_graph.offline.cache import ResponseCache
+from smcs_graph.offline.evaluation.callpath import (
+    Chain,
+    answer_chain,
+    chains,
+    critical_path,
+    no_final_answer,
+)
 from smcs_graph.offline.evaluation.calls import call_scope
 from smcs_graph.offline.evaluation.results import MethodResult, ResultStore
 from smcs_graph.offline.evaluation.standings import BankStandings
 from smcs_graph.offline.evaluation.voting import EXTRACTABLE, majority_vote, rescore
 from smcs_graph.questions import QuestionRecord, prompt_for
 
-__all__ = ["METHODS", "MethodFailed", "MethodRunner", "QuestionJob"]
+__all__ = ["METHODS", "MethodFailed", "MethodRunner", "QuestionJob", "adaptive_row"]
 
 METHODS: dict[str, str] = {
-    "smcs": "SMCS (the graph with the run's settings)",
+    "smcs": "SMCS (the graph with the run's settings, always collaborating)",
+    "smcs-adaptive": "SMCS with the run's gates (collaboration='adaptive'); @T rows: --thresholds",
     "single": "each pool model alone (one row per model)",
     "best-single": "the model with the highest accuracy on the bank",
     "router": "best bank model for the question's category, else family, else overall",
@@ -71,11 +85,29 @@ METHODS: dict[str, str] = {
     "self-moa": "Self-MoA: the best model sampled K times, aggregated by itself",
     "majority": "self-consistency: majority vote over the best model's K samples",
     "vote-all": "majority vote over every pool model's answer",
+    "oracle": "upper bound: right when any pool model's single answer is right (no call)",
     "no-similarity": "ablation: SMCS candidates scored by perplexity alone (no new call)",
     "no-perplexity": "ablation: SMCS candidates scored by similarity alone, lambda=0 (no call)",
     "no-prior-drop": "ablation: k_drop=0, every aggregation sees all K references",
 }
 """Method names (as given to `--methods`) and what each one is."""
+
+
+def adaptive_row(threshold: float) -> str:
+    """The result row of adaptive SMCS at prior-gate threshold `threshold`."""
+    return f"smcs-adaptive@{threshold:g}"
+
+
+def _hit(replies: Sequence[Chain], text: str) -> bool | None:
+    """Whether the reply that wrote `text` hit its token limit (None: no call wrote it)."""
+    reply = answer_chain(replies, text)
+    return None if reply is None else reply.hit_limit
+
+
+def _parallel(results: Sequence[MethodResult]) -> float | None:
+    """Wall time of results whose calls run side by side: the slowest (None: one unknown)."""
+    seconds = [r.seconds for r in results]
+    return None if not seconds or None in seconds else max(s for s in seconds if s is not None)
 
 
 class MethodFailed(Exception):
@@ -104,7 +136,11 @@ class MethodRunner:
         cache: ResponseCache,
         samples: int,
     ) -> None:
-        self.pool, self.bank, self.config = pool, bank, config
+        self.pool, self.bank = pool, bank
+        # `smcs` and the methods built on it are the paper's, whatever the run's gates;
+        # `smcs-adaptive` runs the run's gates.
+        self.config = config.replace(collaboration="always", agreement_gate=False)
+        self.adaptive_config = config.replace(collaboration="adaptive")
         self.standings, self.store, self.cache, self.samples = standings, store, cache, samples
         self.embedder = bank.embedder
         self._empty_bank: QuestionBank | None = None
@@ -127,7 +163,9 @@ class MethodRunner:
 
     def graph(self, label: str, pool: Pool, bank: QuestionBank) -> Any:
         if label not in self._graphs:
-            self._graphs[label] = build_graph(pool, bank, self.embedder, self.config).compile()
+            self._graphs[label] = build_graph(
+                pool, bank, self.embedder, self.config, runs=False
+            ).compile()
         return self._graphs[label]
 
     async def grade(self, record: QuestionRecord, text: str) -> Verdict:
@@ -145,6 +183,9 @@ class MethodRunner:
         usage: Mapping[str, Any],
         detail: Mapping[str, Any],
         correct: bool | None = None,
+        *,
+        seconds: float | None = None,
+        hit_limit: bool | None = None,
     ) -> MethodResult:
         return MethodResult(
             method=method,
@@ -159,13 +200,16 @@ class MethodRunner:
             cost=float(usage["cost"]),
             calls=int(usage["calls"]),
             detail=dict(detail),
+            seconds=seconds,
+            hit_limit=hit_limit,
+            no_final_answer=no_final_answer(record.family, answer),
         )
 
     async def run_graph(
         self, method: str, record: QuestionRecord, graph: Any, config: SMCSConfig
     ) -> MethodResult:
         try:
-            with call_scope(f"{method}:{record.id}"):
+            with call_scope(f"{method}:{record.id}") as scope:
                 out = await graph.ainvoke(
                     {"messages": [HumanMessage(prompt_for(record))]},
                     {"max_concurrency": config.max_concurrency},
@@ -175,29 +219,44 @@ class MethodRunner:
             raise MethodFailed(str(exc)) from exc
         trace = out["trace"]
         verdict = await self.grade(record, out["answer"])
+        replies = chains(scope.log)
         detail = {
             "referencers": trace["referencers"],
             "aggregator": trace["aggregator"],
             "perplexity_available": trace["perplexity_available"],
             "failures": [f"{f['stage']} {f['model']}: {f['error']}" for f in trace["failures"]],
             "candidates": [
-                {key: c[key] for key in ("index", "subset", "text", "similarity", "perplexity")}
+                {
+                    **{k: c[k] for k in ("index", "subset", "text", "similarity", "perplexity")},
+                    "hit_limit": _hit(replies, c["text"]),
+                }
                 for c in trace["candidates"]
             ],
             "chosen": trace["chosen"],
+            "recoveries": trace["recoveries"],
         }
-        return self.result(method, record, out["answer"], verdict, _usage(trace["calls"]), detail)
+        return self.result(
+            method,
+            record,
+            out["answer"],
+            verdict,
+            _usage(trace["calls"]),
+            detail,
+            seconds=critical_path(replies),
+            hit_limit=_hit(replies, out["answer"]),
+        )
 
-    async def sample(self, model: str, record: QuestionRecord, stage: str) -> tuple[str, Any]:
-        """One answer of `model` to the record's prompt, as a referencer would be asked."""
+    async def sample(self, model: str, record: QuestionRecord, stage: str) -> tuple[str, list[Any]]:
+        """One answer of `model` to the record's prompt, as a referencer would be asked (its
+        family's token limit and recovery), and its calls (a recovery follow-up is one)."""
         member = self.pool[model]
         outcome = await acall_model(
-            ModelCall(
+            answer_call(
                 stage,
                 member,
                 0,
                 [HumanMessage(prompt_for(record))],
-                member.call_kwargs(self.config),
+                self.config,
                 self.config.referencer_timeout_s,
                 None,
             )
@@ -205,21 +264,40 @@ class MethodRunner:
         if outcome.failure is not None or outcome.message is None:
             error = outcome.failure["error"] if outcome.failure else "no message"
             raise MethodFailed(f"{model}: {error}")
-        return message_text(outcome.message), outcome.record
+        return message_text(outcome.message), outcome.records
 
     # ---- methods that call models
 
     async def single(self, job: QuestionJob, model: str) -> MethodResult:
-        with call_scope(f"single:{model}:{job.record.id}"):
-            text, call = await self.sample(model, job.record, "single")
+        with call_scope(f"single:{model}:{job.record.id}") as scope:
+            text, calls = await self.sample(model, job.record, "single")
         verdict = await self.grade(job.record, text)
+        limits = {key: calls[0].get(key) for key in ("hit_limit", "recovered")}
+        replies = chains(scope.log)
+        hit = limits["hit_limit"]
         return self.result(
-            f"single:{model}", job.record, text, verdict, _usage([call]), {"model": model}
+            f"single:{model}",
+            job.record,
+            text,
+            verdict,
+            _usage(calls),
+            {"model": model, **limits},
+            seconds=critical_path(replies),
+            hit_limit=hit if isinstance(hit, bool) else _hit(replies, text),
         )
 
     async def smcs(self, job: QuestionJob) -> MethodResult:
         graph = self.graph("smcs", self.pool, self.bank)
         return await self.run_graph("smcs", job.record, graph, self.config)
+
+    async def smcs_adaptive(self, job: QuestionJob, threshold: float | None = None) -> MethodResult:
+        graph = self.graph("smcs", self.pool, self.bank)
+        config = self.adaptive_config
+        method = "smcs-adaptive"
+        if threshold is not None:
+            config = config.replace(prior_gate_threshold=threshold)
+            method = adaptive_row(threshold)
+        return await self.run_graph(method, job.record, graph, config)
 
     async def smcs_subpool(self, job: QuestionJob, size: int) -> MethodResult:
         subpool = Pool([self.pool[name] for name in self.pool.names[:size]])
@@ -241,7 +319,9 @@ class MethodRunner:
         # (unset) aggregator; a configured aggregator joins last, so it is not a referencer.
         members = drawn + ([aggregator] if aggregator and aggregator not in drawn else [])
         subpool = Pool([self.pool[name] for name in members])
-        graph = build_graph(subpool, self.empty_bank, self.embedder, self.config).compile()
+        graph = build_graph(
+            subpool, self.empty_bank, self.embedder, self.config, runs=False
+        ).compile()
         return await self.run_graph("random-k", job.record, graph, self.config.replace(k=k))
 
     async def moa(self, job: QuestionJob) -> MethodResult:
@@ -268,13 +348,16 @@ class MethodRunner:
 
     async def majority(self, job: QuestionJob) -> MethodResult:
         best = self.standings.best
-        with call_scope(f"majority:{job.record.id}"):
+        with call_scope(f"majority:{job.record.id}") as scope:
             samples = await asyncio.gather(
                 *(self.sample(best, job.record, "sample") for _ in range(self.samples))
             )
         texts = [text for text, _ in samples]
+        calls = [call for _, made in samples for call in made]
+        hits = [made[0].get("hit_limit") for _, made in samples]
+        seconds = critical_path(chains(scope.log))
         return await self.vote(
-            "majority", job, texts, [call for _, call in samples], [best] * len(texts)
+            "majority", job, texts, calls, [best] * len(texts), hits=hits, seconds=seconds
         )
 
     async def vote(
@@ -284,7 +367,11 @@ class MethodRunner:
         texts: Sequence[str],
         calls: Sequence[Mapping[str, Any]],
         models: Sequence[str],
+        *,
+        hits: Sequence[bool | None] = (),
+        seconds: float | None = None,
     ) -> MethodResult:
+        """The majority answer among `texts` (`hits`: whether each reply hit its limit)."""
         record = job.record
         verdicts = list(await asyncio.gather(*(self.grade(record, t) for t in texts)))
         detail: dict[str, Any] = {
@@ -293,11 +380,22 @@ class MethodRunner:
         }
         if record.family not in EXTRACTABLE:
             detail["why"] = f"family {record.family!r} has no extractable answer to vote on"
-            return self.result(method, record, "", None, _usage(calls), detail, correct=None)
+            return self.result(
+                method, record, "", None, _usage(calls), detail, correct=None, seconds=seconds
+            )
         winner = await asyncio.to_thread(majority_vote, record.family, verdicts)
         chosen = 0 if winner is None else winner
         detail["winner"] = winner
-        return self.result(method, record, texts[chosen], verdicts[chosen], _usage(calls), detail)
+        return self.result(
+            method,
+            record,
+            texts[chosen],
+            verdicts[chosen],
+            _usage(calls),
+            detail,
+            seconds=seconds,
+            hit_limit=hits[chosen] if chosen < len(hits) else None,
+        )
 
     # ---- methods derived from other results (no model call)
 
@@ -316,8 +414,33 @@ class MethodRunner:
         calls = [
             {k: getattr(s, k) for k in ("input_tokens", "output_tokens", "cost")} for s in singles
         ]
-        result = await self.vote("vote-all", job, [s.answer for s in singles], calls, order)
+        result = await self.vote(
+            "vote-all",
+            job,
+            [s.answer for s in singles],
+            calls,
+            order,
+            hits=[s.hit_limit for s in singles],
+            seconds=_parallel(singles),
+        )
         return dataclasses.replace(result, calls=sum(s.calls for s in singles))
+
+    async def oracle(self, job: QuestionJob) -> MethodResult:
+        order = self.standings.order + self.standings.unmeasured
+        singles = await asyncio.gather(*(job.get(f"single:{name}") for name in order))
+        right = [s for s in singles if s.correct]
+        shown = right[0] if right else singles[0]
+        return dataclasses.replace(
+            shown,
+            method="oracle",
+            correct=bool(right),
+            input_tokens=sum(s.input_tokens for s in singles),
+            output_tokens=sum(s.output_tokens for s in singles),
+            cost=round(sum(s.cost for s in singles), 10),
+            calls=sum(s.calls for s in singles),
+            seconds=_parallel(singles),
+            detail={"right": [s.detail.get("model") for s in right], "models": order},
+        )
 
     async def rescored(self, job: QuestionJob, method: str) -> MethodResult:
         base = await job.get("smcs")
@@ -326,7 +449,14 @@ class MethodRunner:
         if chosen is None:
             detail = {"why": "the aggregator returned no logprobs: no perplexity to score by"}
             return dataclasses.replace(
-                base, method=method, correct=None, answer="", extracted=None, detail=detail
+                base,
+                method=method,
+                correct=None,
+                answer="",
+                extracted=None,
+                detail=detail,
+                hit_limit=None,
+                no_final_answer=None,
             )
         text = candidates[chosen]["text"]
         if candidates[chosen]["index"] == base.detail["chosen"]:
@@ -340,6 +470,8 @@ class MethodRunner:
             answer=text,
             extracted=verdict.extracted,
             detail={"chosen": candidates[chosen]["index"], "smcs_chosen": base.detail["chosen"]},
+            hit_limit=candidates[chosen].get("hit_limit"),
+            no_final_answer=no_final_answer(job.record.family, text),
         )
 
     def recipe(self, row: str) -> Callable[[QuestionJob], Awaitable[MethodResult]]:
@@ -347,10 +479,15 @@ class MethodRunner:
             return functools.partial(self.single, model=row.partition(":")[2])
         if row.startswith("smcs@"):
             return functools.partial(self.smcs_subpool, size=int(row.partition("@")[2]))
+        if row.startswith("smcs-adaptive@"):
+            threshold = float(row.partition("@")[2])
+            return functools.partial(self.smcs_adaptive, threshold=threshold)
         if row in ("no-similarity", "no-perplexity"):
             return functools.partial(self.rescored, method=row)
         recipes: dict[str, Callable[[QuestionJob], Awaitable[MethodResult]]] = {
             "smcs": self.smcs,
+            "smcs-adaptive": self.smcs_adaptive,
+            "oracle": self.oracle,
             "best-single": self.best_single,
             "router": self.router,
             "random-k": self.random_k,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from smcs_graph.offline.evaluation.generation_report import MethodSummary, ScalingPoint
 
-__all__ = ["accuracy_by_method", "accuracy_vs_cost", "scaling"]
+__all__ = ["accuracy_by_method", "accuracy_vs_calls", "accuracy_vs_cost", "scaling"]
 
 
 def _pyplot() -> Any:
@@ -105,4 +105,59 @@ def accuracy_vs_cost(summaries: Sequence[MethodSummary], questions: int, path: s
     axes.set_ylabel("accuracy (%)")
     axes.set_ylim(0, 105)
     axes.set_title("Accuracy against cost")
+    _save(figure, Path(path))
+
+
+def accuracy_vs_calls(summaries: Sequence[MethodSummary], path: str | Path) -> None:
+    """Scatter: accuracy against model calls per question, each point labelled; the Pareto
+    front (the best accuracy for at most that many calls) as a step line, the adaptive SMCS
+    thresholds as a curve, the oracle (an upper bound, not a method) as a dashed line."""
+    from smcs_graph.offline.evaluation.generation_report import pareto_front
+
+    plt = _pyplot()
+    shown = [
+        s for s in summaries if s.accuracy is not None and s.results and s.row not in ("oracle",)
+    ]
+    xs = [s.per_question(s.calls) or 0.0 for s in shown]
+    ys = [100 * (s.accuracy or 0.0) for s in shown]
+    figure, axes = plt.subplots(figsize=(9.5, 5.5))
+    front = pareto_front(list(zip(xs, ys, strict=True)))
+    on_front = set(front)
+    axes.scatter(
+        xs,
+        ys,
+        c=["tab:red" if i in on_front else "tab:blue" for i in range(len(shown))],
+        zorder=3,
+    )
+    if front:
+        axes.step(
+            [xs[i] for i in front],
+            [ys[i] for i in front],
+            where="post",
+            color="tab:red",
+            alpha=0.6,
+            label="Pareto front (best accuracy for at most that many calls)",
+        )
+    curve = sorted(
+        (x, y) for s, x, y in zip(shown, xs, ys, strict=True) if s.row.startswith("smcs-adaptive")
+    )
+    if len(curve) > 1:
+        axes.plot(*zip(*curve, strict=True), "--", color="tab:green", label="SMCS adaptive")
+    for s, x, y in zip(shown, xs, ys, strict=True):
+        axes.annotate(
+            s.label, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points", zorder=4
+        )
+    oracle = next((s for s in summaries if s.row == "oracle" and s.accuracy is not None), None)
+    if oracle is not None:
+        axes.axhline(
+            100 * (oracle.accuracy or 0.0), color="gray", linestyle=":", label=oracle.label
+        )
+    if front or oracle is not None:
+        axes.legend(fontsize=8, loc="lower right")
+    if not shown:
+        axes.text(0.5, 0.5, "no measurement", ha="center", va="center", transform=axes.transAxes)
+    axes.set_xlabel("model calls per question")
+    axes.set_ylabel("accuracy (%)")
+    axes.set_ylim(0, 105)
+    axes.set_title("Accuracy against calls")
     _save(figure, Path(path))

@@ -17,7 +17,11 @@ from typing import Any
 from smcs_graph.errors import ConfigError
 from smcs_graph.offline._sqlite import open_wal, transaction
 
-__all__ = ["MethodResult", "ResultStore"]
+__all__ = ["ANY_VALUE", "MethodResult", "ResultStore"]
+
+ANY_VALUE = object()
+"""In `ResultStore.check_settings`'s `absent`: a setting no stored result depends on."""
+_UNKNOWN = object()
 
 
 @dataclass(frozen=True)
@@ -38,12 +42,22 @@ class MethodResult:
     calls: int = 0
     """Model calls the method needs for this question (whether or not they were cached)."""
     detail: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float | None = None
+    """Wall time of the method's calls on this question, as they took when made
+    (`callpath.critical_path`); None: unknown (a cached call from before seconds were kept,
+    or a result stored before this field)."""
+    hit_limit: bool | None = None
+    """Whether the reply that became the answer reached its token limit (None: unknown)."""
+    no_final_answer: bool | None = None
+    """Whether the answer, recovery included, states no final answer its family's contract
+    extracts (None: the family has none, or a result stored before this field)."""
 
     def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "detail": dict(self.detail)}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> MethodResult:
+        """A stored result; fields newer than it take their defaults."""
         return cls(**dict(data))
 
 
@@ -70,8 +84,16 @@ class ResultStore:
     def path(self) -> Path | None:
         return self._path
 
-    def check_settings(self, settings: Mapping[str, Any]) -> None:
-        """Record the run's settings, or refuse if this folder holds results of other settings."""
+    def check_settings(
+        self, settings: Mapping[str, Any], absent: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record the run's settings, or refuse if this folder holds results of other settings.
+
+        `absent`: for settings newer than a folder, the value their absence means (the
+        behaviour before they existed; `ANY_VALUE`: no stored result depends on it). A folder
+        without such a setting is accepted when the run's value is that one, and then records
+        the run's settings.
+        """
         blob = json.dumps(settings, sort_keys=True, default=str)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
         if row is None:
@@ -80,6 +102,13 @@ class ResultStore:
         stored = json.loads(row[0])
         current = json.loads(blob)
         if stored == current:
+            return
+        for key in set(current) - set(stored):  # a setting newer than the folder
+            meant = (absent or {}).get(key, _UNKNOWN)
+            if meant is not _UNKNOWN:
+                stored[key] = current[key] if meant is ANY_VALUE else meant
+        if stored == current:
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'settings'", (blob,))
             return
         differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         details = "; ".join(
