@@ -4,60 +4,22 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from smcs_graph import (
-    BankQuestion,
-    Pool,
-    QuestionBank,
-    SentenceTransformerEmbedder,
     SMCSChatModel,
     SMCSConfig,
     build_graph,
     core,
 )
-from smcs_graph.embedder import default_embedder
 
 pytestmark = pytest.mark.integration
 
 LOCAL = SMCSConfig(k=2, n_aggregations=3, n_sup_base=4, max_tokens=48, seed=0)
-QUESTIONS = {
-    "math-1": ("math", "What is 3 plus 4? Reply with the number only."),
-    "math-2": ("math", "What is 6 times 7? Reply with the number only."),
-    "math-3": ("math", "What is 10 minus 2? Reply with the number only."),
-    "geo-1": ("geography", "What is the capital of Italy? Answer in one word."),
-    "geo-2": ("geography", "What is the capital of Spain? Answer in one word."),
-    "geo-3": ("geography", "What is the capital of Germany? Answer in one word."),
-}
-
-
-@pytest.fixture(scope="module")
-def embedder() -> SentenceTransformerEmbedder:
-    return default_embedder()
-
-
-@pytest.fixture(scope="module")
-def disk_bank(tmp_path_factory: pytest.TempPathFactory, embedder) -> QuestionBank:
-    """A Chroma bank on disk in which Qwen is right on math and SmolLM2 on geography (recorded
-    by hand here: what is under test is the graph over real models, not profiling)."""
-    path: Path = tmp_path_factory.mktemp("bank")
-    bank = QuestionBank.open(path, embedder)
-    bank.add_questions(
-        [BankQuestion(id=i, question=q, family=f) for i, (f, q) in QUESTIONS.items()]
-    )
-    bank.record_results("qwen2.5-coder-0.5b", {i: f == "math" for i, (f, _) in QUESTIONS.items()})
-    bank.record_results("smollm2-135m", {i: f != "math" for i, (f, _) in QUESTIONS.items()})
-    return bank
-
-
-@pytest.fixture(scope="module")
-def pool(local_chat_models: dict[str, Any]) -> Pool:
-    return Pool.from_chat_models(local_chat_models)
+# The fixtures (`pool`, `disk_bank`, `embedder`) are the session's, in conftest.py.
 
 
 def test_graph_runs_on_real_models_with_perplexity_from_their_logprobs(

@@ -138,29 +138,6 @@ def running_server(
                 process.wait()
 
 
-@pytest.fixture(scope="module")
-def fake_bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_bank(tmp_path_factory.mktemp("server-bank"), ["alpha", "beta", "toolsmith"])
-
-
-@pytest.fixture(scope="module")
-def keyed(tmp_path_factory: pytest.TempPathFactory, fake_bank: Path) -> Iterator[Server]:
-    """The server with a bearer key and a 20 kB body limit."""
-    folder = tmp_path_factory.mktemp("keyed")
-    pool = write_fake_pool(folder / "pool.yaml")
-    with running_server(
-        pool,
-        fake_bank,
-        folder / "server.log",
-        "--api-key-env",
-        KEY_ENV,
-        "--max-body-bytes",
-        "20000",
-        env={KEY_ENV: KEY},
-    ) as server:
-        yield server
-
-
 def question(text: str = "What is 2 plus 2?") -> list[Any]:
     return [{"role": "user", "content": text}]
 
