@@ -37,11 +37,19 @@ format: $(STAMP)
 	$(BIN)/ruff format smcs_graph tests examples benchmarks
 	$(BIN)/ruff check --fix smcs_graph tests examples benchmarks
 
-QUESTION ?= A train leaves at 3:40 pm and the trip takes 2 hours 35 minutes. At what time does it arrive?
+QUESTION ?=
 
-# The main job on the embedded default: the local pool on the default bank (built on first run).
+# The main job on the embedded default: the local pool on the default bank (built on first run),
+# with its calibrated adaptive settings. Two test-split questions the pool answers right: one the
+# prior gate leaves to the top model alone (one call), one it escalates to the full method.
+# `make demo QUESTION="..."` asks yours instead.
 demo: $(STAMP)
+ifeq ($(strip $(QUESTION)),)
+	HF_HUB_OFFLINE=1 $(BIN)/smcs ask --question-file examples/demo/answered_alone.txt
+	HF_HUB_OFFLINE=1 $(BIN)/smcs ask --question-file examples/demo/escalates.txt
+else
 	HF_HUB_OFFLINE=1 $(BIN)/smcs ask "$(QUESTION)"
+endif
 
 # Studio: serves langgraph.json (the graph on the embedded default) offline on 127.0.0.1:2024.
 studio: $(STAMP)
