@@ -88,7 +88,11 @@ def test_default_bank_holds_the_committed_matrix_and_a_disjoint_test_split(defau
 
 def test_smcs_ask_runs_the_local_pool_on_the_default_bank(cache: Path, default_bank) -> None:
     done = subprocess.run(
-        [str(BIN / "smcs"), "ask", "--json", "What is 15 + 27? Give the number."],
+        # The full method (the embedded default is adaptive; the gates have their own tests).
+        [
+            *(str(BIN / "smcs"), "ask", "--json", "--collaborate", "always"),
+            "What is 15 + 27? Give the number.",
+        ],
         capture_output=True,
         text=True,
         env=_env(cache),
@@ -177,6 +181,7 @@ def test_langgraph_dev_serves_the_graph_and_the_openai_app(langgraph_dev: str) -
         thread["thread_id"],
         "smcs",
         input={"question": "What is 6 times 7?"},
+        context={"collaboration": "always"},  # every node runs (the default is adaptive)
         stream_mode=["updates", "values", "custom"],
     ):
         if part.event == "updates":
