@@ -231,6 +231,8 @@ def test_smcs_eval_on_the_default_bank_with_the_local_pool(
             "smcs,single,best-single,router",
             "--set",
             "max_tokens=48",
+            *("--set", "max_tokens_code=48", "--set", "max_tokens_math=48"),  # families' own
+            *("--set", "max_tokens_multiple_choice=48"),  # limits win over max_tokens
             "--set",
             "n_aggregations=2",
             "--out",
