@@ -25,7 +25,9 @@ DEFAULT_QUESTION = "What is 17 times 3? Reply with the number only."
 
 def main(question: str) -> None:
     started = time.perf_counter()
-    graph = default_graph(progress=True)
+    # The full method on every question, to show each stage (the embedded default's own
+    # settings are adaptive: `make demo` shows the gates deciding).
+    graph = default_graph(local_config(collaboration="always"), progress=True)
     print(f"\nQuestion: {question}\n")
     final: dict[str, Any] = {}
     for mode, chunk in graph.stream(
