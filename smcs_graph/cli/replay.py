@@ -292,12 +292,19 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
     )
     print(render_text(report))
+    _write_reports(
+        args, lambda command: render_markdown(report, command), lambda m: render_json(report, m)
+    )
+    return EXIT_OK
+
+
+def _write_reports(args: argparse.Namespace, markdown: Any, json_: Any) -> None:
+    """`--markdown` and `--json` files, each given the command line that made them."""
     command = "smcs replay " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else None
     if args.markdown is not None:
-        _write(args.markdown, render_markdown(report, command))
+        _write(args.markdown, markdown(command))
     if args.json is not None:
-        _write(args.json, render_json(report, {"command": command, "text": args.text}))
-    return EXIT_OK
+        _write(args.json, json_({"command": command, "text": args.text}))
 
 
 def _run_stream(args: argparse.Namespace, data: Any, embeddings: Any, progress: Any) -> int:
@@ -339,11 +346,11 @@ def _run_stream(args: argparse.Namespace, data: Any, embeddings: Any, progress: 
         progress=progress,
     )
     print(render_stream_text(report))
-    command = "smcs replay " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else None
-    if args.markdown is not None:
-        _write(args.markdown, render_stream_markdown(report, command))
-    if args.json is not None:
-        _write(args.json, render_stream_json(report, {"command": command, "text": args.text}))
+    _write_reports(
+        args,
+        lambda command: render_stream_markdown(report, command),
+        lambda m: render_stream_json(report, m),
+    )
     if args.plot is not None:
         try:
             stream_plot(report, args.plot)
