@@ -8,8 +8,17 @@ the prior gate (`PriorGate`) says the priors do not single out one model.
 The choice is made on the user's turn and kept for the whole tool loop, until the next user
 message (`reroute_each_step=True` decides again at every call), so a conversation never
 changes model between a tool call and its result. Every call appends a record to the agent
-state's `smcs_routing` (which model answered, the decision, priors and gate), and the answer's
-`response_metadata` names the model that answered (`smcs_model`).
+state's `smcs_routing` (which model answered, the decision, priors and gate; an ensemble step's
+`run_id`, which `middleware.ensemble.feedback` takes), and the answer's `response_metadata`
+names the model that answered (`smcs_model`).
+
+A routed call is sent as the graph sends that model a referencer call
+(`models.prompts.model_messages`), so the model gets the prompt its profile was measured with:
+its pool entry's system prompt heads the agent's system message, and its template for the
+conversation's family wraps the latest user message (in what is sent only; the agent's state
+keeps the messages as they were). The family is the answer contract the latest user message
+states (`answers.detect_family`; none stated: the free-text `instruction` template), or the
+middleware's `family`; `templates=False` sends the system prompt only.
 """
 
 from __future__ import annotations
@@ -27,17 +36,25 @@ from langchain.agents.middleware.types import (
     ModelRequest,
     ModelResponse,
 )
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
+from langchain_core.messages import (
+    AIMessage,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+)
 from langgraph.types import Command
 
-from smcs_graph._input import retrieval_query
+from smcs_graph import answers
+from smcs_graph._input import message_text, retrieval_query
 from smcs_graph.agents.routing import PriorGate, RoutePriors, route_priors
 from smcs_graph.bank import QuestionBank
 from smcs_graph.chat_model import SMCSChatModel
 from smcs_graph.config import SMCSConfig
 from smcs_graph.embedder import Embedder
 from smcs_graph.errors import ConfigError
-from smcs_graph.models import Pool
+from smcs_graph.models import Pool, PoolModel
+from smcs_graph.models.prompts import TEMPLATE_FAMILIES, model_messages
 
 __all__ = ["ENSEMBLE", "RouterMode", "SMCSRouterMiddleware", "SMCSRoutingState"]
 
@@ -71,7 +88,9 @@ class SMCSRouterMiddleware(AgentMiddleware[SMCSRoutingState, Any, Any]):
     `pool`, `bank` and `embedder` (default: the bank's) are those of `SMCSChatModel`;
     `settings` are the SMCS settings (prior rule, support set; the ensemble's run; the sampling
     keywords sent to a routed model). The agent's own model is never called. `escalate_threshold`
-    and `escalate_margin` set the prior gate of `escalate` (see `PriorGate`).
+    and `escalate_margin` set the prior gate of `escalate` (see `PriorGate`). A routed model gets
+    its own system prompt and, unless `templates` is False, its template for `family` (None:
+    the family the latest user message states; see the module).
     """
 
     state_schema = SMCSRoutingState
@@ -87,10 +106,17 @@ class SMCSRouterMiddleware(AgentMiddleware[SMCSRoutingState, Any, Any]):
         reroute_each_step: bool = False,
         escalate_threshold: float = 0.0,
         escalate_margin: float = 0.1,
+        family: str | None = None,
+        templates: bool = True,
     ) -> None:
         if mode not in get_args(RouterMode):
             raise ConfigError(
                 f"mode must be one of {', '.join(get_args(RouterMode))} (got {mode!r})"
+            )
+        if family is not None and family not in TEMPLATE_FAMILIES:
+            raise ConfigError(
+                f"family must be one of {', '.join(TEMPLATE_FAMILIES)}, or None to detect it "
+                f"from the user's message (got {family!r})"
             )
         super().__init__()
         self.pool = pool
@@ -100,6 +126,8 @@ class SMCSRouterMiddleware(AgentMiddleware[SMCSRoutingState, Any, Any]):
         self.mode: RouterMode = mode
         self.reroute_each_step = reroute_each_step
         self.gate = PriorGate(threshold=escalate_threshold, margin=escalate_margin)
+        self.family = family
+        self.templates = templates
         self.ensemble = SMCSChatModel(
             pool=pool, bank=bank, embedder=self.embedder, config=self.settings
         )
@@ -153,7 +181,26 @@ class SMCSRouterMiddleware(AgentMiddleware[SMCSRoutingState, Any, Any]):
             return request.override(model=self.ensemble)
         member = self.pool[plan.model]
         settings = {**member.call_kwargs(self.settings), **request.model_settings}
-        return request.override(model=member.chat_model, model_settings=settings)
+        system, messages = self._prompted(member, request)
+        return request.override(
+            model=member.chat_model,
+            model_settings=settings,
+            system_message=system,
+            messages=messages,
+        )
+
+    def _prompted(
+        self, member: PoolModel, request: ModelRequest[Any]
+    ) -> tuple[SystemMessage | None, list[AnyMessage]]:
+        """The system message and messages `member` is sent (`model_messages`)."""
+        if not member.system_prompt and not (self.templates and member.templates):
+            return request.system_message, list(request.messages)
+        family = self.family if self.family is not None else _stated_family(_messages(request))
+        head = [request.system_message] if request.system_message is not None else []
+        sent = model_messages(member, family, [*head, *request.messages], template=self.templates)
+        if sent and isinstance(sent[0], SystemMessage):
+            return sent[0], cast("list[AnyMessage]", sent[1:])
+        return None, cast("list[AnyMessage]", sent)
 
     def _finish(
         self, request: ModelRequest[Any], plan: _Plan, response: ModelResponse[Any] | AIMessage
@@ -186,6 +233,7 @@ class SMCSRouterMiddleware(AgentMiddleware[SMCSRoutingState, Any, Any]):
             "priors": priors,
             "gate": plan.gate,
             "usage": dict(answer.usage_metadata or {}) if isinstance(answer, AIMessage) else {},
+            "run_id": trace.get("run_id") if isinstance(trace, dict) else None,
         }
         result = list(response.result)
         if isinstance(answer, AIMessage) and position is not None:
@@ -229,6 +277,14 @@ def _messages(request: ModelRequest[Any]) -> list[BaseMessage]:
     if any(isinstance(m, HumanMessage) for m in request.messages):
         return list(request.messages)
     return list(request.state["messages"])
+
+
+def _stated_family(messages: Sequence[BaseMessage]) -> str | None:
+    """The answer contract the latest user message states (as the graph detects it)."""
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            return answers.detect_family(message_text(message))
+    return None
 
 
 def _history(request: ModelRequest[Any]) -> list[dict[str, Any]]:

@@ -63,6 +63,9 @@ class SMCSConsultTool(BaseTool):
     """An `SMCSChatModel` or a compiled SMCS graph."""
     include_summary: bool = False
     """Append one line saying which models answered and which one aggregated."""
+    include_run_id: bool = False
+    """Append the run's id (`[run id: ...]`), for an agent that reports outcomes with the
+    feedback tool (`make_feedback_tool`)."""
     overrides: dict[str, Any] = Field(default_factory=dict)
     """SMCSConfig fields applied to every consultation (e.g. {"k": 3})."""
 
@@ -82,8 +85,11 @@ class SMCSConsultTool(BaseTool):
         else:  # pragma: no cover - guarded by make_consult_tool
             raise TypeError(f"unexpected SMCS output {type(result).__name__}")
         trace = dict(trace or {})
-        if self.include_summary and trace:
-            answer = f"{answer}\n\n[{summary(trace)}]"
+        notes = [summary(trace)] if self.include_summary and trace else []
+        if self.include_run_id and trace.get("run_id"):
+            notes.append(f"run id: {trace['run_id']}")
+        if notes:
+            answer = f"{answer}\n\n[{'; '.join(notes)}]"
         return answer, trace
 
     def _run(
@@ -138,11 +144,13 @@ def make_consult_tool(
     name: str = "consult_ensemble",
     description: str = DEFAULT_DESCRIPTION,
     include_summary: bool = False,
+    include_run_id: bool = False,
     **overrides: Any,
 ) -> SMCSConsultTool:
     """A tool that consults SMCS: `model_or_graph` is an `SMCSChatModel`, a compiled SMCS
     graph, or an uncompiled one from `build_graph` (compiled here without a checkpointer).
-    `overrides` are SMCSConfig fields for every consultation (validated now)."""
+    `overrides` are SMCSConfig fields for every consultation (validated now). The trace (the
+    artifact) always carries the run's id; `include_run_id` also shows it to the agent."""
     if overrides:
         SMCSConfig.from_mapping(overrides)  # fail at construction, not at the agent's first call
     target: Runnable[Any, Any]
@@ -160,5 +168,6 @@ def make_consult_tool(
         description=description,
         target=target,
         include_summary=include_summary,
+        include_run_id=include_run_id,
         overrides=overrides,
     )
