@@ -9,11 +9,13 @@ wording; changing an instruction changes every prompt, so the profile cache re-a
 questions whose prompt changed.
 
 Recovery: a reply that reached its token limit (`hit_limit`) with no final answer the family's
-extractor can find (`final_answer`) gets one short follow-up call: the conversation, then the
-reply as the assistant's own unfinished turn ending in the family's forced prefix (e.g.
-``The answer is (``), continued for a few tokens. llama.cpp, vLLM and Anthropic continue a
-trailing assistant message; a server that answers it as a new turn still gives text after the
-prefix, which the extractor reads the same way.
+extractor can find (`final_answer`) gets one short follow-up call; so does, in the families whose
+contract says `recover_unfinished` (multiple choice, math), a reply that ended on its own without
+one (a small model that reasons to the end and never writes the answer line). The follow-up is
+the conversation, then the reply as the assistant's own unfinished turn ending in the family's
+forced prefix (e.g. ``The answer is (``), continued for a few tokens. llama.cpp, vLLM and
+Anthropic continue a trailing assistant message; a server that answers it as a new turn still
+gives text after the prefix, which the extractor reads the same way.
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ class AnswerContract:
     """What a cut-off reply is continued from (None: no recovery for this family)."""
     recovery_tokens: int = 16
     """Tokens the follow-up may write after the prefix."""
+    recover_unfinished: bool = False
+    """Also finish a reply that ended on its own without a final answer (not only one cut off
+    at its limit). For families whose grader reads nothing but the stated answer (a letter, a
+    boxed result); a numeric reply's last number is graded even when it states none."""
 
 
 CONTRACTS: Mapping[str, AnswerContract] = {
@@ -103,6 +109,7 @@ CONTRACTS: Mapping[str, AnswerContract] = {
         extract=_letter,
         recovery_prefix="\n\nThe answer is (",
         recovery_tokens=4,
+        recover_unfinished=True,
     ),
     "math": AnswerContract(
         family="math",
@@ -111,6 +118,7 @@ CONTRACTS: Mapping[str, AnswerContract] = {
         extract=_math,
         recovery_prefix="\n\nThe final answer is $\\boxed{",
         recovery_tokens=32,
+        recover_unfinished=True,
     ),
     "numeric": AnswerContract(
         family="numeric",
@@ -162,11 +170,14 @@ def hit_limit(message: AIMessage, max_tokens: int | None) -> bool:
 
 
 def needs_recovery(family: str | None, message: AIMessage, max_tokens: int | None) -> bool:
-    """Whether `message` was cut off before stating a final answer its family can recover."""
+    """Whether `message` lacks a final answer that its family's recovery can finish: it was
+    cut off at its limit without one, or (`recover_unfinished`) it ended without one."""
     contract = CONTRACTS.get(family or "")
     if contract is None or contract.recovery_prefix is None:
         return False
-    return hit_limit(message, max_tokens) and contract.extract(_text(message)) is None
+    if contract.extract(_text(message)) is not None:
+        return False
+    return contract.recover_unfinished or hit_limit(message, max_tokens)
 
 
 def recovery_messages(

@@ -176,11 +176,11 @@ class SMCSConfig:
     answer_recovery: bool = _setting(
         True,
         "True: a reply that reaches its token limit before stating its family's final answer "
-        "(a letter, a boxed expression, a stated number) gets one short follow-up call that "
-        "continues it from a forced answer prefix ('The answer is (', '\\boxed{'); the "
-        "trace marks it and it counts in calls, tokens and cost. Applies to referencers and "
-        "fusions, and to `smcs profile` and `smcs eval`. False: cut-off replies stay as they "
-        "are.",
+        "(a letter, a boxed expression, a stated number), or a multiple-choice or math reply "
+        "that ends without one, gets one short follow-up call that continues it from a "
+        "forced answer prefix ('The answer is (', '\\boxed{'); the trace marks it and it "
+        "counts in calls, tokens and cost. Applies to referencers and fusions, and to `smcs "
+        "profile` and `smcs eval`. False: replies stay as they are.",
     )
     aggregator: str | None = _setting(
         None,

@@ -107,14 +107,18 @@ class CallRecord(TypedDict):
 
 
 class Recovery(TypedDict):
-    """A reply cut off at its token limit and the follow-up that tried to finish it."""
+    """A reply without its final answer (cut off at its token limit, or ended without one) and
+    the follow-up that tried to finish it."""
 
     stage: str
     model: str
     index: int
     family: str
     max_tokens: int | None
-    """The limit the reply reached (None: the model's own)."""
+    """The reply's limit (None: the model's own)."""
+    cut: NotRequired[bool]
+    """Whether the reply reached its limit (False: it ended without a final answer; absent in
+    traces written before replies that ended were finished too: True)."""
     answered: bool
     """Whether a final answer was found after the follow-up."""
     ending: str

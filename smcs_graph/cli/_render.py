@@ -65,10 +65,13 @@ def render_trace(trace: Mapping[str, Any], answer: str) -> str:
 
 
 def _recovery_line(recovery: Mapping[str, Any]) -> str:
-    """One reply cut off at its token limit and what its follow-up did."""
+    """One reply without its final answer (cut off, or ended without one) and what its
+    follow-up did."""
     what = "reference" if recovery["stage"] == "referencer" else f"fusion #{recovery['index']}"
     limit = recovery.get("max_tokens")
     hit = f"hit {limit} tokens" if limit is not None else "hit its token limit"
+    if not recovery.get("cut", True):
+        hit = "ended without a final answer"
     if recovery.get("answered"):
         outcome = f"recovered: {' '.join(recovery['ending'].split())}"
     elif recovery.get("ending"):

@@ -1,7 +1,8 @@
-"""Answer recovery in the guarded model call: a reply cut off at its token limit before its
-family's final answer (`answers.needs_recovery`) is continued once from the family's forced
-prefix (`answers.recovery_messages`), by the same model under the same slot rules, within what
-is left of the call's deadline (`nodes/_common.py` runs it).
+"""Answer recovery in the guarded model call: a reply without its family's final answer (cut off
+at its token limit, or, where the contract says so, ended without one: `answers.needs_recovery`)
+is continued once from the family's forced prefix (`answers.recovery_messages`), by the same
+model under the same slot rules, within what is left of the call's deadline (`nodes/_common.py`
+runs it).
 
 The follow-up is a call of its own in the trace (`CallRecord.recovery`), so calls, tokens and
 cost count it; the original call's record says whether it hit its limit (`hit_limit`) and
@@ -67,6 +68,7 @@ def recovered_outcome(call: ModelCall, original: CallOutcome, follow: CallOutcom
         index=record["index"],
         family=family,
         max_tokens=call.max_tokens,
+        cut=answers.hit_limit(original.message, call.max_tokens),
         answered=False,
         ending="",
     )

@@ -23,7 +23,7 @@ from smcs_graph.config import SMCSConfig
 from smcs_graph.embedder import HashingEmbedder
 from smcs_graph.errors import ConfigError
 from smcs_graph.models.pool import Pool
-from smcs_graph.offline.cache import ResponseCache
+from smcs_graph.offline.cache import CachedResponse, ResponseCache
 from smcs_graph.offline.profiling import GenerationSettings, profile_pool, question_key
 from smcs_graph.questions import QuestionRecord, prompt_for
 from smcs_graph.testing import FakeChatModel
@@ -37,17 +37,23 @@ def _is_follow_up(messages: Sequence[BaseMessage]) -> bool:
     return isinstance(messages[-1], AIMessage)
 
 
-def cut_off_model() -> FakeChatModel:
-    """Answers with reasoning cut at the limit (no final answer); a follow-up that continues
-    its own turn gets the letter of the gold answer of `mc_records` question 0 ("A")."""
+def cut_off_model(finish: str = "length") -> FakeChatModel:
+    """Answers with reasoning and no final answer, cut at the limit (`finish` "length") or
+    ended on its own ("stop"); a follow-up that continues its own turn gets the letter of the
+    gold answer of `mc_records` question 0 ("A")."""
+    output = LIMIT if finish == "length" else LIMIT // 2
 
     def respond(messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIMessage:
         if _is_follow_up(messages):
             return AIMessage(content="A)", response_metadata={"finish_reason": "stop"})
         return AIMessage(
             content=THINKING,
-            response_metadata={"finish_reason": "length"},
-            usage_metadata={"input_tokens": 20, "output_tokens": LIMIT, "total_tokens": 52},
+            response_metadata={"finish_reason": finish},
+            usage_metadata={
+                "input_tokens": 20,
+                "output_tokens": output,
+                "total_tokens": 20 + output,
+            },
         )
 
     return FakeChatModel(model_name="cut", respond=respond)
@@ -101,17 +107,66 @@ def test_a_reply_cut_off_before_its_answer_gets_one_follow_up_and_is_graded(
             content=f"{THINKING}. The answer is (A)",
             response_metadata={"finish_reason": "length"},
         ),
-        # no answer, but it stopped on its own: not cut off
-        AIMessage(content=THINKING, response_metadata={"finish_reason": "stop"}),
+        # stopped on its own with its answer
+        AIMessage(
+            content=f"{THINKING}. The answer is (A)", response_metadata={"finish_reason": "stop"}
+        ),
     ],
 )
-def test_a_reply_that_was_not_cut_off_before_its_answer_gets_no_follow_up(
+def test_a_reply_with_its_answer_gets_no_follow_up(
     reply: AIMessage,
 ) -> None:
     model = FakeChatModel(model_name="done", responses=[reply])
     generation = GenerationSettings(max_tokens=LIMIT, answer_recovery=True)
     report, _, measured = _profile(model, mc_records(1), generation=generation)
     assert len(model.calls) == 1 and report.models["done"].recoveries == 0 and measured.all()
+
+
+def test_a_reply_that_ends_without_its_answer_gets_one_follow_up() -> None:
+    model = cut_off_model(finish="stop")
+    generation = GenerationSettings(max_tokens=LIMIT, answer_recovery=True)
+    report, values, measured = _profile(model, mc_records(1), generation=generation)
+    assert len(model.calls) == 2 and _is_follow_up(model.calls[1]["messages"])
+    assert measured.all() and values.tolist() == [1.0]
+    tally = report.models["cut"]
+    assert (tally.recoveries, tally.hit_limit) == (1, 0)
+
+
+def test_answers_cached_when_only_cut_off_replies_were_finished_are_reused(
+    tmp_path: Path,
+) -> None:
+    """A cache written before replies that ended without an answer were finished: the
+    answered replies are reused as they are, and only the others get their follow-up."""
+    records = mc_records(2)  # gold A, B
+    generation = GenerationSettings(max_tokens=LIMIT, answer_recovery=True)
+    settings = generation.for_family("multiple_choice")
+    cache = tmp_path / "responses.sqlite"
+    earlier = {
+        records[0].id: AIMessage(content="The answer is (A)"),
+        records[1].id: AIMessage(content=THINKING, response_metadata={"finish_reason": "stop"}),
+    }
+    with ResponseCache(cache) as saved:
+        saved.put_many(
+            [
+                (
+                    question_key(
+                        "cut", r.id, r.question, prompt_for(r), settings, unfinished=False
+                    ),
+                    "cut",
+                    CachedResponse.from_message(earlier[r.id]),
+                )
+                for r in records
+            ]
+        )
+    model = cut_off_model()  # its follow-up answers "A)"
+    report, values, measured = _profile(model, records, cache=cache, generation=generation)
+    assert len(model.calls) == 1 and _is_follow_up(model.calls[0]["messages"])
+    assert model.calls[0]["messages"][-1].content.startswith(THINKING)
+    assert measured.all() and values.tolist() == [1.0, 0.0]  # (A) right; the follow-up's A wrong
+    assert (report.models["cut"].cached, report.models["cut"].recoveries) == (2, 1)
+    again = cut_off_model()
+    _profile(again, records, cache=cache, generation=generation)
+    assert again.calls == []  # both now cached under the current key
 
 
 def test_recovery_off_asks_no_follow_up_and_grades_the_cut_reply_wrong() -> None:

@@ -123,10 +123,10 @@ def test_usage_counts_the_follow_up(bank: QuestionBank, embedder: HashingEmbedde
     "reply",
     [
         _length("Five is prime, four is not. The answer is (B)"),  # at the limit, answered
-        "Let us think about primes",  # under the limit, no answer: not cut off
+        FINISHED,  # under the limit, answered
     ],
 )
-def test_a_finished_reply_gets_no_follow_up(
+def test_a_reply_with_its_answer_gets_no_follow_up(
     reply: AIMessage | str, bank: QuestionBank, embedder: HashingEmbedder
 ) -> None:
     model = FakeChatModel(respond=lambda messages, kwargs: reply)
@@ -134,6 +134,33 @@ def test_a_finished_reply_gets_no_follow_up(
     assert _follow_ups(model) == []
     assert out["trace"]["recoveries"] == []
     assert not any(c.get("recovery") for c in out["trace"]["calls"])
+
+
+def test_a_reply_that_ends_without_its_letter_gets_one_follow_up(
+    bank: QuestionBank, embedder: HashingEmbedder
+) -> None:
+    ended = "Let us think about primes"  # under the limit, stopped, no answer line
+    model = FakeChatModel(respond=_script(ended))
+    out = _graph(bank, embedder, model).invoke({"question": QUESTION}, RUN)
+    (follow_up,) = _follow_ups(model)
+    assert follow_up["messages"][-1].content == ended + "\n\nThe answer is ("
+    reference = out["trace"]["references"][0]
+    assert answers.final_answer("multiple_choice", reference["text"]) == "B"
+    (recovery,) = out["trace"]["recoveries"]
+    assert recovery["cut"] is False and recovery["answered"] is True
+    assert "solo's reference ended without a final answer; recovered: The answer is (B)" in (
+        render_trace(out["trace"], out["answer"])
+    )
+
+
+def test_a_numeric_reply_that_ends_without_a_stated_number_gets_no_follow_up(
+    bank: QuestionBank, embedder: HashingEmbedder
+) -> None:
+    question = "What is 6 times 7? " + answers.CONTRACTS["numeric"].instruction
+    model = FakeChatModel(respond=lambda messages, kwargs: "Six sevens make 42")
+    out = _graph(bank, embedder, model).invoke({"question": question}, RUN)
+    assert out["trace"]["answer_family"] == "numeric"
+    assert _follow_ups(model) == [] and out["trace"]["recoveries"] == []
 
 
 def test_recovery_off_gets_no_follow_up(bank: QuestionBank, embedder: HashingEmbedder) -> None:

@@ -140,6 +140,9 @@ class _Run:
         self.ungraded: list[_Ungraded] = []
         self.grading_batches: set[asyncio.Task[None]] = set()
         self.cached: dict[str, CachedResponse] = {}
+        self.limit_only: dict[str, CachedResponse] = {}
+        """By current key: the answer cached when recovery finished only cut-off replies
+        (`question_key(unfinished=False)`); it is reused, with a follow-up if one is now due."""
         self.cache_writer = ThreadPoolExecutor(1, thread_name_prefix="smcs-cache")
         self.uncommitted: list[_Uncommitted] = []
         self.committing = False
@@ -184,8 +187,20 @@ class _Run:
         if hit is not None:
             tally.cached += 1
             return hit
+        earlier = self.limit_only.pop(key, None)
         try:
-            message = await self.finished_reply(member, record.family, prompt, tally, settings)
+            if earlier is not None:
+                tally.cached += 1
+                message = await self.recovered(
+                    member,
+                    model_messages(member, record.family, [HumanMessage(content=prompt)]),
+                    earlier.to_message(),
+                    tally,
+                    settings,
+                    settings.call_kwargs() if member.sampling_kwargs else {},
+                )
+            else:
+                message = await self.finished_reply(member, record.family, prompt, tally, settings)
         except Exception as exc:
             tally.failures += 1
             tally.note(f"{record.id}: {type(exc).__name__}: {exc}")
@@ -217,8 +232,23 @@ class _Run:
         cut = answers.hit_limit(message, settings.max_tokens)
         tally.hit_limit += int(cut)
         contract = settings.recovery
-        if contract is None or not cut:
+        if contract is None:
             return message
+        return await self.recovered(member, conversation, message, tally, settings, kwargs)
+
+    async def recovered(
+        self,
+        member: PoolModel,
+        conversation: Sequence[BaseMessage],
+        message: AIMessage,
+        tally: ModelTally,
+        settings: GenerationSettings,
+        kwargs: Mapping[str, Any],
+    ) -> AIMessage:
+        """`message` finished by one follow-up call when it lacks a final answer that its
+        family's recovery can finish (`answers.needs_recovery`), else `message` itself."""
+        contract = settings.recovery
+        assert contract is not None
         family = contract.family
         if not answers.needs_recovery(family, message, settings.max_tokens):
             return message
@@ -496,19 +526,8 @@ async def aprofile_pool(
             progress=progress,
         )
         # One bulk read: the run then touches the cache only to commit, on its own thread.
-        run.cached = response_cache.get_many(
-            [
-                question_key(
-                    name,
-                    id_,
-                    records[id_].question,
-                    prompts[id_],
-                    settings.for_family(records[id_].family),
-                    prompt_digest(pool[name], records[id_].family),
-                )
-                for name in names
-                for id_ in todo[name]
-            ]
+        run.cached, run.limit_only = _cached_answers(
+            response_cache, pool, names, todo, records, prompts, settings
         )
         workers: list[asyncio.Task[None]] = []
         total = sum(len(p) for p in todo.values())
@@ -556,3 +575,34 @@ async def aprofile_pool(
 
 profile_pool = synchronous(aprofile_pool)
 """`aprofile_pool` for synchronous callers (runs its own event loop)."""
+
+
+def _cached_answers(
+    cache: ResponseCache,
+    pool: Pool,
+    names: Sequence[str],
+    todo: Mapping[str, Sequence[str]],
+    records: Mapping[str, QuestionRecord],
+    prompts: Mapping[str, str],
+    settings: GenerationSettings,
+) -> tuple[dict[str, CachedResponse], dict[str, CachedResponse]]:
+    """The cached answers by key, and, by current key, the answers cached under the key that
+    finished only cut-off replies, for the answers now missing whose contract also finishes
+    replies that ended without a final answer."""
+    keys: dict[str, str] = {}
+    earlier: dict[str, str] = {}
+    for name in names:
+        for id_ in todo[name]:
+            record = records[id_]
+            narrowed = settings.for_family(record.family)
+            parts = (name, id_, record.question, prompts[id_], narrowed)
+            digest = prompt_digest(pool[name], record.family)
+            key = question_key(*parts, digest)
+            keys[key] = key
+            contract = narrowed.recovery
+            if contract is not None and contract.recover_unfinished:
+                earlier[question_key(*parts, digest, unfinished=False)] = key
+    cached = cache.get_many(list(keys))
+    missing = {old: key for old, key in earlier.items() if key not in cached}
+    found = cache.get_many(list(missing)) if missing else {}
+    return cached, {missing[old]: response for old, response in found.items()}

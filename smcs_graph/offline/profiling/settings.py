@@ -98,7 +98,11 @@ class GenerationSettings:
             "max_tokens": narrowed.max_tokens,
             "recovery": None
             if contract is None
-            else {"prefix": contract.recovery_prefix, "tokens": contract.recovery_tokens},
+            else {
+                "prefix": contract.recovery_prefix,
+                "tokens": contract.recovery_tokens,
+                "unfinished": contract.recover_unfinished,
+            },
             "temperature": float(self.temperature),
             "seed": self.seed,
         }
@@ -117,6 +121,8 @@ def question_key(
     prompt: str,
     settings: GenerationSettings,
     model_prompt: str = "",
+    *,
+    unfinished: bool | None = None,
 ) -> str:
     """The cache key of one answer: model, question id and text, prompt and settings, with
     recovery on (`settings.recovery`) the recovery prefix and its token limit, and with a
@@ -124,8 +130,11 @@ def question_key(
     that digest.
 
     Without recovery and model prompt, the same key as version 1 of the cache, so its
-    responses are still hits. The prompt version is not in the key: the prompt text is, so new
-    wording re-asks exactly the families whose prompts changed.
+    responses are still hits. A contract that also finishes replies that ended without an
+    answer (`recover_unfinished`) adds that to the key; `unfinished=False` gives the key the
+    same answer had when recovery finished only cut-off replies (what the run reuses, adding
+    only the follow-ups that are now due). The prompt version is not in the key: the prompt
+    text is, so new wording re-asks exactly the families whose prompts changed.
     """
     generation: dict[str, Any] = {
         "max_tokens": settings.max_tokens,
@@ -135,6 +144,8 @@ def question_key(
     contract = settings.recovery
     if contract is not None:
         generation["recovery"] = [contract.recovery_prefix, contract.recovery_tokens]
+        if contract.recover_unfinished if unfinished is None else unfinished:
+            generation["recovery"].append("unfinished")
     request: dict[str, Any] = {
         "question_id": question_id,
         "question_sha256": hashlib.sha256(question.encode("utf-8")).hexdigest(),
