@@ -1,4 +1,5 @@
-"""`smcs calibrate`: choose the prior gate's threshold on the bank and write it to a pool file."""
+"""`smcs calibrate`: choose the prior gate's threshold on the bank (and, with --agreement, the
+agreement gate's settings from the profiled replies) and write them to a pool file."""
 
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ def register(commands: Any) -> None:
             "and its Platt calibration refitted without it. The test split is never read. "
             "Prints a reliability table and the accuracy-vs-calls curve it expects, and writes "
             "collaboration: adaptive and the threshold into the pool file's smcs: section "
-            "(or --out FILE). Calls no model."
+            "(or --out FILE). With --agreement, also the agreement gate from the replies "
+            "`smcs profile` cached beside the bank: each family's agreement among the top-K "
+            "models' replies, agreement_similarity for the families without an answer "
+            "extractor, and agreement_gate on only where it saves calls within the tolerance. "
+            "Calls no model."
         ),
     )
     add_pool_options(parser, default=True)
@@ -64,6 +69,29 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--plot", type=Path, metavar="PATH", help="save the curve as a PNG")
     parser.add_argument(
+        "--agreement",
+        action="store_true",
+        help="also calibrate the agreement gate from the profiled replies and write "
+        "agreement_gate and agreement_similarity (default: the prior gate only; the agreement "
+        "settings are left as they are)",
+    )
+    parser.add_argument(
+        "--responses",
+        type=Path,
+        metavar="FILE",
+        help="the response cache `smcs profile` wrote (default: <bank folder>.responses.sqlite "
+        "beside the bank; for the default bank, the one `python -m smcs_graph.embedded "
+        "profile` writes in the cache)",
+    )
+    parser.add_argument(
+        "--agreement-tolerance",
+        type=float,
+        default=0.02,
+        metavar="G",
+        help="with --agreement: how much collaborating may still add (P(some top-K right) - "
+        "P(top right)) on the questions that agree (default: %(default)s)",
+    )
+    parser.add_argument(
         "--dry-run", action="store_true", help="print the report, write no settings"
     )
     parser.set_defaults(handler=run)
@@ -80,9 +108,12 @@ def run(args: argparse.Namespace) -> int:
         render_report,
         write_settings,
     )
+    from smcs_graph.offline.calibrate.agreement import check_tolerance
     from smcs_graph.offline.calibrate.output import packaged
 
     try:
+        if args.agreement:
+            check_tolerance(args.agreement_tolerance)
         parsed, settings = run_settings(args)
         target = args.out if args.out is not None else pool_file(args)
         if not args.dry_run and packaged(target):
@@ -94,20 +125,99 @@ def run(args: argparse.Namespace) -> int:
         bank = open_bank(args, create=False)
         try:
             held = bank_held_out(bank, parsed.model_names, settings, folds=args.folds)
+            result = choose_threshold(
+                held, max_calls=args.max_calls, escalation_rate=args.escalation_rate
+            )
+            print(render_report(result, bank=bank.name, pool=str(parsed.path)))
+            agreed = _agreement(args, bank, held, parsed, settings, result.threshold)
         finally:
             bank.close()
-        result = choose_threshold(
-            held, max_calls=args.max_calls, escalation_rate=args.escalation_rate
-        )
-        print(render_report(result, bank=bank.name, pool=str(parsed.path)))
         if args.plot is not None:
             plot_curve(result, args.plot)
             print(f"curve: {args.plot}")
         if not args.dry_run:
-            values = gate_settings(result)
+            values = {**gate_settings(result), **agreed}
             written = write_settings(Path(parsed.path), values, args.out)
             shown = ", ".join(f"{k}: {v}" for k, v in values.items())
             print(f"wrote {shown} into the smcs: section of {written}")
     except (BankError, ConfigError) as exc:
         return fail(exc)
     return EXIT_OK
+
+
+def _responses(args: argparse.Namespace, bank: Any) -> Path | None:
+    """--responses, else where `smcs profile` caches the bank's replies (None: a bank not on
+    disk)."""
+    if args.responses is not None:
+        return Path(args.responses)
+    if args.bank is None:  # the default bank: `python -m smcs_graph.embedded profile`'s cache
+        from smcs_graph.embedded.default_bank import DEFAULT_BANK_VERSION, default_cache_dir
+
+        return default_cache_dir() / f"bank-v{DEFAULT_BANK_VERSION}.responses.sqlite"
+    from smcs_graph.offline.profiling.settings import default_cache_path
+
+    return default_cache_path(bank)
+
+
+def _agreement(
+    args: argparse.Namespace,
+    bank: Any,
+    held: Any,
+    parsed: Any,
+    settings: Any,
+    prior_threshold: float,
+) -> dict[str, Any]:
+    """With --agreement, the agreement gate's report and settings; else a note (no settings)."""
+    from smcs_graph.offline.calibrate import (
+        agreement_settings,
+        bank_agreement_evidence,
+        choose_similarity,
+        cross_validated,
+        render_agreement,
+    )
+
+    path = _responses(args, bank)
+    found = path is not None and path.is_file()
+    print()
+    if held.k < 2 or held.n == 0:
+        print(
+            f"Agreement gate: not calibrated: K = {held.k}, n = {held.n} (it compares two "
+            "references or more and skips fusions; raise k or n_aggregations)"
+        )
+        return {}
+    if not args.agreement:
+        where = f"the profiled replies in {path}" if found else "the replies `smcs profile` caches"
+        print(f"Agreement gate: not calibrated (--agreement calibrates it from {where})")
+        return {}
+    if not found:
+        print(
+            "Agreement gate: not calibrated, agreement_gate and agreement_similarity left as "
+            f"they are: no profiled replies at {path or 'a bank not on disk'}. Profile the pool "
+            "on the bank first (`smcs profile` caches every reply beside the bank; for the "
+            "default bank, python -m smcs_graph.embedded profile), or name the cache with "
+            "--responses FILE"
+        )
+        return {}
+    assert path is not None
+    evidence = bank_agreement_evidence(bank, held, parsed.data["models"], settings, path)
+    if not evidence.question_ids:
+        print(
+            "Agreement gate: not calibrated, agreement_gate and agreement_similarity left as "
+            f"they are: {path} holds no reply of every top-K model for any held-out bank "
+            "question under the pool file's current settings (prompts, token limits, recovery; "
+            "greedy, seed 0). Profile the pool on the bank again with these settings"
+        )
+        return {}
+    result = choose_similarity(
+        evidence,
+        tolerance=args.agreement_tolerance,
+        prior_threshold=prior_threshold,
+        current=settings.agreement_similarity,
+    )
+    held_out = cross_validated(evidence, tolerance=args.agreement_tolerance)
+    print(
+        render_agreement(
+            result, source=str(path), held_questions=len(held.question_ids), held_out=held_out
+        )
+    )
+    return agreement_settings(result)

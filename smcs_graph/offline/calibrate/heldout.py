@@ -104,7 +104,7 @@ def held_out(
     assignment = fold_of(len(bank), folds, seed)
     k, n = fit_budget(min(settings.k, len(pool)), settings.n_aggregations, settings.max_calls)
     ids = list(question_ids)
-    found: dict[int, tuple[str, float, bool, bool, bool]] = {}
+    found: dict[int, tuple[str, float, bool, bool, bool, tuple[str, ...], str]] = {}
     platt_folds = 0
     for fold in np.unique(assignment[scored]):
         keep = np.flatnonzero(assignment != fold)
@@ -112,7 +112,8 @@ def held_out(
         fitted = rule.fit(rest)
         platt_folds += int(fitted.calibration is not None)
         for q in scored[assignment[scored] == fold]:
-            priors, p = _gate_view(fitted, rest, [ids[i] for i in keep], pool, bank, int(q))
+            rest_ids = [ids[i] for i in keep]
+            priors, p, nearest = _gate_view(fitted, rest, rest_ids, pool, bank, int(q))
             order = core.select_top_k(priors, k)
             first = int(order[0])
             found[int(q)] = (
@@ -121,6 +122,8 @@ def held_out(
                 bool(cap_pool[first, q]),
                 bool(cap_pool[order, q].any()),
                 bool(mask_pool[first, q]),
+                tuple(pool[int(i)] for i in order),
+                rest_ids[nearest],
             )
     rows = [found[int(q)] for q in scored]
     fold_count = int(np.unique(assignment[scored]).size)
@@ -142,6 +145,8 @@ def held_out(
         scheme=scheme,
         fits=fold_count,
         platt_fits=platt_folds,
+        referencers=[r[5] for r in rows],
+        nearest=[r[6] for r in rows],
     )
 
 
@@ -162,10 +167,10 @@ def _gate_view(
     pool: list[str],
     bank: BankArrays,
     q: int,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
     """The pool's priors and P(correct) for bank question `q` asked against `rest`, computed
     as `select_priors` and the prior gate compute them (`selection.prior_selection`,
-    `selection.p_correct`)."""
+    `selection.p_correct`), and the position in `rest` of its first support example."""
     matrix = np.asarray(rest.embeddings, dtype=np.float32)
     query = unit_query(bank.embeddings[q], matrix.shape[1])
     sims = np.clip((matrix @ query).astype(np.float64), -1.0, 1.0)
@@ -180,4 +185,4 @@ def _gate_view(
     unit = unit / max(float(np.linalg.norm(unit)), 1e-12)
     priors = fitted.priors(pool, Evidence(sims[idx], cap, mask, categories, None, unit))
     p = fitted.p_correct(pool, Evidence(sims[idx], cap, mask, categories), np.asarray(priors))
-    return np.asarray(priors, dtype=np.float64), np.clip(p, 0.0, 1.0)
+    return np.asarray(priors, dtype=np.float64), np.clip(p, 0.0, 1.0), int(idx[0])

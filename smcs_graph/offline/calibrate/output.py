@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from smcs_graph.errors import ConfigError
+from smcs_graph.offline.calibrate.agreement import CV_FOLDS, MIN_AGREE, AgreementCalibration
 from smcs_graph.offline.calibrate.thresholds import GateCalibration
 
-__all__ = ["gate_settings", "plot_curve", "render_report", "write_settings"]
+__all__ = [
+    "agreement_settings",
+    "gate_settings",
+    "plot_curve",
+    "render_agreement",
+    "render_report",
+    "write_settings",
+]
 
 _PACKAGE = Path(__file__).resolve().parents[2]
 
@@ -32,8 +40,98 @@ def gate_settings(result: GateCalibration) -> dict[str, Any]:
     }
 
 
+def agreement_settings(result: AgreementCalibration) -> dict[str, Any]:
+    """The agreement settings the calibration chose: the gate on when recommended, and the
+    similarity threshold when some question was decided by similarity."""
+    values: dict[str, Any] = {"agreement_gate": result.recommend}
+    if result.threshold is not None:
+        values["agreement_similarity"] = result.threshold
+    return values
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:5.1f}"
+
+
+def _maybe(value: float | None) -> str:
+    return "    -" if value is None else _pct(value)
+
+
+SWEEP_GRID = tuple(round(0.3 + 0.05 * i, 2) for i in range(14))
+"""Similarity thresholds of the printed sweep (the chosen one is added)."""
+
+
+def render_agreement(
+    result: AgreementCalibration,
+    *,
+    source: str,
+    held_questions: int,
+    held_out: tuple[int, int, float | None] | None = None,
+) -> str:
+    """The agreement gate's report: coverage, each family's agreement, the similarity sweep,
+    the choice, the calls it expects, the recommendation (`held_out`: `cross_validated`)."""
+    ev = result.evidence
+    missing = ", ".join(f"{family} {count}" for family, count in ev.missing.items())
+    tol = f"{100 * result.tolerance:g}"
+    lines = [
+        f"Agreement gate, from the profiled replies in {source}: the replies of every top-K "
+        f"model for {len(ev.question_ids)} of {held_questions} held-out bank questions"
+        + (f" (none for {missing})" if missing else ""),
+        "(agree: the same extracted final answer where the nearest bank question's family has "
+        "an extractor, else every pair of replies at embedding cosine >= agreement_similarity; "
+        "gain: what collaborating could still add, P(some top-K right) - P(top right), the "
+        "oracle's)",
+        "  family (nearest)  agree by     questions   agree   top right if agree / not  "
+        "gain if agree",
+    ]
+    for row in result.families:
+        share = row.agree / row.questions if row.questions else 0.0
+        lines.append(
+            f"  {row.family:<17s} {row.method:<10s} {row.questions:11d}  {_pct(share)} %"
+            f"   {_maybe(row.top_agree)} % / {_maybe(row.top_rest)} %  "
+            f"{_maybe(row.gain_agree)} pts"
+        )
+    if result.threshold is None:
+        lines.append(
+            f"agreement_similarity: not calibrated ({result.why_not}); the figures use the "
+            f"run's {result.current:g}"
+        )
+    else:
+        similar = ~ev.extractor
+        lowest = ev.min_similarity[similar]
+        top, any_ = ev.top_right[similar], ev.any_right[similar]
+        lines += [
+            "",
+            "agreement_similarity on the questions decided by similarity",
+            "  threshold   agree   gain if agree",
+        ]
+        for t in sorted({*SWEEP_GRID, result.threshold}):
+            agree = lowest >= t
+            gain = float(any_[agree].mean() - top[agree].mean()) if agree.any() else None
+            mark = "  <- chosen" if t == result.threshold else ""
+            lines.append(f"  {t:9.4f}  {_pct(float(agree.mean()))} %  {_maybe(gain)} pts{mark}")
+        why = (
+            f"the smallest at which at least {MIN_AGREE} questions agree and collaborating "
+            f"could add at most {tol} points on them"
+            if result.qualified
+            else f"no threshold keeps the gain within {tol} points: only identical replies agree"
+        )
+        lines.append(f"Chosen: agreement_similarity = {result.threshold:g} ({why}; in-sample)")
+        if held_out is not None:
+            count, agree_count, gain = held_out
+            lines.append(
+                f"  held out (the threshold chosen on the other folds, {CV_FOLDS} folds): "
+                f"{agree_count} of {count} agree, gain if agree {_maybe(gain).strip()} pts"
+            )
+    k, n = ev.k, ev.n
+    lines += [
+        f"Calls per question on these questions: prior gate at {result.prior_threshold:g} "
+        f"alone {result.calls_prior:.2f}, with the agreement gate {result.calls_both:.2f}; "
+        f"always collaborating {k + n}, with the agreement gate "
+        f"{result.calls_always_agreement:.2f}",
+        f"Recommendation: agreement_gate {'on' if result.recommend else 'off'}: {result.reason}",
+    ]
+    return "\n".join(lines)
 
 
 def render_report(result: GateCalibration, *, bank: str, pool: str) -> str:

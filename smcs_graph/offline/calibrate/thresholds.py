@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -68,6 +68,11 @@ class HeldOut:
     platt_fits: int = 0
     """Of those, how many had enough held-out outcomes for the Platt map (the rest: the shrunk
     estimate, as the gate falls back)."""
+    referencers: list[tuple[str, ...]] = field(default_factory=list)
+    """Per question, the top-K by prior, highest first (the references the gate compares)."""
+    nearest: list[str] = field(default_factory=list)
+    """Per question, the id of its nearest bank question in the bank without it (the first
+    support example: the agreement gate takes its family)."""
 
     @property
     def escalated_calls(self) -> int:
