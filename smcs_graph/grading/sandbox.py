@@ -349,9 +349,7 @@ def run_python(
                 for fd in child_fds:
                     fds.close(fd)
                 try:
-                    process.wait(timeout=timeout_s)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
+                    timed_out = not _finished_in_time(process, timeout_s)
                 finally:
                     _kill_group(process)
             layers, returncode = _read_status(fds.release(status_read))
@@ -410,6 +408,46 @@ def _read_report(fd: int) -> bytes:
         return os.read(fd, _REPORT_LIMIT_BYTES)
     except BlockingIOError:
         return b""
+
+
+STARVED_WAIT_FACTOR = 10
+"""At most this many times the time limit of wall clock, however starved the program was."""
+
+
+def _finished_in_time(process: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """Wait for `process` to exit within `timeout_s` seconds *of running time*: the seconds it
+    spent waiting for a CPU (its run queue delay, `/proc/<pid>/schedstat`) do not count, so a
+    correct program is not failed because the machine was busy (a sandboxed program runs in a
+    session of its own, which the scheduler may starve beside a busy parent). Bounded by
+    `STARVED_WAIT_FACTOR` times the limit; where schedstat is unreadable, plain wall time. A
+    program that spins is stopped by its CPU-time limit either way."""
+    started = time.monotonic()
+    while True:
+        elapsed = time.monotonic() - started
+        remaining = timeout_s - (elapsed - _run_delay_s(process.pid))
+        remaining = min(remaining, timeout_s * STARVED_WAIT_FACTOR - elapsed)
+        if remaining <= 0:
+            return process.poll() is not None
+        try:
+            process.wait(timeout=remaining)
+            return True
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _run_delay_s(group: int) -> float:
+    """Seconds the live processes of process group `group` (the bootstrap and the program it
+    forks) have waited on a run queue for a CPU (0 when the kernel does not say)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ")"
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue
+            total += int((stat.parent / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

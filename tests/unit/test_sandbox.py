@@ -270,3 +270,40 @@ def test_attested_run_reports_only_through_its_token() -> None:
     # without attest, nothing is handed over and nothing is attested
     plain = run_python("import os\nos.fstat(3)")
     assert not plain.passed and not plain.attested
+
+
+# --------------------------------------------------------------------------- a busy machine
+
+
+def test_time_waiting_for_a_cpu_does_not_count_against_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A program starved by a busy machine (here: told it waited for a CPU 90 % of the time)
+    still finishes within its limit of running time; the same program over its limit of
+    running time times out."""
+    import smcs_graph.grading.sandbox as sandbox
+
+    program = "import time\ntime.sleep(1.5)\n"
+    assert run_python(program, timeout_s=1).timed_out  # 1.5 s of running time > 1 s
+
+    started: list[float] = []
+
+    def starved(group: int) -> float:
+        started.append(started[0] if started else sandbox.time.monotonic())
+        return 0.9 * (sandbox.time.monotonic() - started[0])
+
+    monkeypatch.setattr(sandbox, "_run_delay_s", starved)
+    result = run_python(program, timeout_s=1)
+    assert result.passed and not result.timed_out
+    assert result.seconds >= 1.5
+
+
+def test_a_starved_program_is_still_stopped_at_the_wall_clock_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import smcs_graph.grading.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "STARVED_WAIT_FACTOR", 2)
+    monkeypatch.setattr(sandbox, "_run_delay_s", lambda group: 1e9)  # never seems to run
+    result = run_python("import time\ntime.sleep(30)\n", timeout_s=1)
+    assert result.timed_out and result.seconds < 10
