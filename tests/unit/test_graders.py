@@ -327,3 +327,22 @@ def test_custom_grader_and_unknown_family() -> None:
     register_grader("bad", lambda record, response: True)  # type: ignore[arg-type,return-value]
     with pytest.raises(TypeError, match="not a Verdict"):
         grade(QuestionRecord(id="b", family="bad", question="q"), "r")
+
+
+def test_a_math_side_that_misses_its_parsing_limit_is_parsed_once_more_with_a_longer_one() -> None:
+    """math-verify's limits are wall-clock alarms: on a busy machine "46" can miss a 5 s one,
+    which used to raise "cannot parse the gold answer" or grade a right answer wrong."""
+    from smcs_graph.grading import _math_worker
+
+    limits: list[int] = []
+
+    def parse(text: str, parsing_timeout: int) -> list[str]:
+        limits.append(parsing_timeout)
+        return [text] if parsing_timeout > 5 else []  # the first try runs out of time
+
+    reply = _math_worker._check(
+        parse, lambda gold, predicted, timeout_seconds: gold == predicted,
+        {"gold": "46", "answer": "46", "timeout_s": 5},
+    )  # fmt: skip
+    assert reply == {"gold": True, "predicted": True, "correct": True}
+    assert limits == [5, 5 * _math_worker.RETRY_FACTOR] * 2
