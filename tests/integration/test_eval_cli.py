@@ -1,9 +1,10 @@
 """`smcs eval` as a real process: the local pool, a MiniLM bank on disk, a held-out test file.
 
-A small slice: a 10-question bank whose results were recorded by hand, 4 test questions, short
-answers. One chain checks the whole path: a run killed midway, resumed without asking a model
-anything twice, every method graded (calls, tokens, median wall time and truncation per row),
-tables and plots written, then replayed without a call (the same wall times, from the cache).
+A small slice: a 10-question bank whose results were recorded by hand, 2 test questions (one
+per family: every method asks the models about each one), short answers. One chain checks the
+whole path: a run killed midway, resumed without asking a model anything twice, every method
+graded (calls, tokens, median wall time and truncation per row), tables and plots written, then
+replayed without a call (the same wall times, from the cache).
 """
 
 from __future__ import annotations
@@ -62,12 +63,7 @@ BANK += [
     color("col-2", "a ripe banana", "yellow", ("blue", "black")),
     color("col-3", "snow", "white", ("red", "green")),
 ]
-TEST = [
-    arithmetic("t-add-0", 3, 4),
-    arithmetic("t-add-1", 8, 1),
-    color("t-col-0", "a ripe tomato", "red", ("blue", "white")),
-    color("t-col-1", "coal", "black", ("yellow", "pink")),
-]
+TEST = [arithmetic("t-add-0", 3, 4), color("t-col-0", "a ripe tomato", "red", ("blue", "white"))]
 
 
 def smcs(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -121,7 +117,7 @@ def kill_after_calls(args: list[str], cache: Path, calls: int) -> int:
     process = subprocess.Popen(
         [*SMCS, *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + 600  # ends at the calls: only a starved machine waits long
     try:
         while time.monotonic() < deadline and process.poll() is None:
             if cache.exists() and count_calls(cache) >= calls:
@@ -170,12 +166,12 @@ def test_eval_killed_resumed_complete_and_replayed(bank_path: Path, tmp_path: Pa
     report = json.loads((out / "report.json").read_text())
     assert report["run"]["calls_made"] == count_calls(cache) - before
 
-    assert report["questions"] == 4 and report["pool"] == [QWEN, SMOL]
+    assert report["questions"] == len(TEST) and report["pool"] == [QWEN, SMOL]
     assert report["bank"]["best_single"] == QWEN
     rows = {m["row"]: m for m in report["methods"]}
     assert set(rows) == ALL_ROWS
     for name, row in rows.items():
-        assert row["n"] + row["not_applicable"] == 4 and row["failed"] == 0, name
+        assert row["n"] + row["not_applicable"] == len(TEST) and row["failed"] == 0, name
         assert row["input_tokens"] > 0 and row["calls"] > 0, name
         # every call, cached or not, kept the seconds it took when made
         assert row["median_seconds"] > 0 and row["timed"] == row["results"], name
@@ -185,7 +181,7 @@ def test_eval_killed_resumed_complete_and_replayed(bank_path: Path, tmp_path: Pa
     assert rows["oracle"]["correct"] >= rows[f"single:{QWEN}"]["correct"]
     truncation = rows[f"single:{QWEN}"]["truncation"]
     assert set(truncation) == {"numeric", "multiple_choice"}
-    assert all(cell["hit_known"] == cell["final_known"] == 2 for cell in truncation.values())
+    assert all(cell["hit_known"] == cell["final_known"] == 1 for cell in truncation.values())
     assert rows["best-single"]["correct"] == rows[f"single:{QWEN}"]["correct"]
     # Referencers' answers are the single answers: a call shared by methods is made once.
     derived = {"best-single", "router", "vote-all", "oracle"}

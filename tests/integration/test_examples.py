@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from smcs_graph import BankQuestion, QuestionBank, SentenceTransformerEmbedder
 from smcs_graph.embedded.default import local_config, local_model_names
 
 pytestmark = pytest.mark.integration
@@ -16,11 +18,38 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
+STARTER_ROWS = [
+    json.loads(line)
+    for line in (ROOT / "examples" / "data" / "starter_bank.jsonl").read_text().splitlines()
+    if line.strip()
+]
+HAND_PROFILED = "qwen2.5-coder-0.5b"
+"""The starter bank's model whose results `starter_bank` records by hand (right on math and
+multiple choice, wrong on short answers): the example profiles only the other, SmolLM2-135M,
+which answers the 32 questions several times faster."""
+
+
 @pytest.fixture(scope="module")
-def env(smcs_cache: Path) -> dict[str, str]:
-    # one cache for the session: the starter bank is profiled by the first example only, the
-    # default bank is built once
+def env(smcs_cache: Path, embedder: SentenceTransformerEmbedder) -> dict[str, str]:
+    # one cache for the session: the starter bank holds HAND_PROFILED's results and the first
+    # example that opens it profiles the other model, once; the default bank is built once
+    starter_bank(smcs_cache / "starter-bank", embedder)
     return {**os.environ, "SMCS_CACHE_DIR": str(smcs_cache), "HF_HUB_OFFLINE": "1"}
+
+
+def starter_bank(folder: Path, embedder: SentenceTransformerEmbedder) -> None:
+    """The starter bank as `examples/_starter.py` writes it, with `HAND_PROFILED`'s results."""
+    with QuestionBank.open(folder, embedder) as bank:
+        bank.add_questions(
+            [
+                BankQuestion(
+                    id=r["id"], question=r["question"], family=r["family"], answer=r["answer"]
+                )
+                for r in STARTER_ROWS
+            ]
+        )
+        right = {r["id"]: r["family"] != "short_answer" for r in STARTER_ROWS}
+        bank.record_results(HAND_PROFILED, right)
 
 
 def run_example(name: str, env: dict[str, str], *args: str) -> str:
@@ -55,5 +84,8 @@ def test_local_demo_prints_a_collaborative_answer(env) -> None:
 
 def test_graph_invoke_example(env) -> None:
     out = run_example("graph_invoke.py", env)
+    # First run: the model without results is profiled on the starter bank, once.
+    assert f"profiling smollm2-135m on {len(STARTER_ROWS)} starter questions (once)" in out
+    assert f"profiling {HAND_PROFILED}" not in out
     assert out.count("finished: referencer") == 2 and out.count("finished: aggregate") == 3
     assert "finished: score" in out and "answer:" in out

@@ -58,9 +58,10 @@ HAND_MADE = [
 
 
 def small_bank_records() -> list[QuestionRecord]:
-    """12 HumanEval problems plus a few shared benchmark questions (hand-made ones if absent)."""
-    records = load_humaneval(limit=12)
-    shared = [("mmlu_pro.jsonl", 3), ("gsm8k_test.jsonl", 3), ("arc_challenge.json", 2)]
+    """4 HumanEval problems plus a few shared benchmark questions (hand-made ones if absent):
+    three families, two sources of multiple choice; each question is two model calls."""
+    records = load_humaneval(limit=4)
+    shared = [("mmlu_pro.jsonl", 2), ("gsm8k_test.jsonl", 2), ("arc_challenge.json", 2)]
     if all((BENCHMARKS / name).is_file() for name, _ in shared):
         for name, limit in shared:
             records += load_benchmark(BENCHMARKS / name, limit=limit)
