@@ -222,18 +222,14 @@ class _Run:
         settings: GenerationSettings,
     ) -> AIMessage:
         """The model's reply to `prompt` of `family`, in the messages the model is sent
-        (`models.prompts.model_messages`); with recovery on, a reply cut off at its limit before
-        its final answer is finished by one follow-up call (`answers.recovery_messages`), and
-        the two count as one reply (text joined, tokens summed)."""
+        (`models.prompts.model_messages`); with recovery on, a reply without its final answer
+        is finished by one follow-up call (`recovered`), and the two count as one reply (text
+        joined, tokens summed)."""
         conversation = model_messages(member, family, [HumanMessage(content=prompt)])
         kwargs = settings.call_kwargs() if member.sampling_kwargs else {}
         message = await self.call(member, conversation, tally, kwargs)
         _paid(member, message, tally)
-        cut = answers.hit_limit(message, settings.max_tokens)
-        tally.hit_limit += int(cut)
-        contract = settings.recovery
-        if contract is None:
-            return message
+        tally.hit_limit += int(answers.hit_limit(message, settings.max_tokens))
         return await self.recovered(member, conversation, message, tally, settings, kwargs)
 
     async def recovered(
@@ -246,12 +242,14 @@ class _Run:
         kwargs: Mapping[str, Any],
     ) -> AIMessage:
         """`message` finished by one follow-up call when it lacks a final answer that its
-        family's recovery can finish (`answers.needs_recovery`), else `message` itself."""
+        family's recovery can finish (`answers.needs_recovery`), else `message` itself (also
+        with recovery off)."""
         contract = settings.recovery
-        assert contract is not None
-        family = contract.family
-        if not answers.needs_recovery(family, message, settings.max_tokens):
+        if contract is None or not answers.needs_recovery(
+            contract.family, message, settings.max_tokens
+        ):
             return message
+        family = contract.family
         follow_up_kwargs = {**kwargs, "max_tokens": contract.recovery_tokens} if kwargs else {}
         partial = CachedResponse.from_message(message).text
         follow_up = await self.call(
@@ -589,7 +587,7 @@ def _cached_answers(
     """The cached answers by key, and, by current key, the answers cached under the key that
     finished only cut-off replies, for the answers now missing whose contract also finishes
     replies that ended without a final answer."""
-    keys: dict[str, str] = {}
+    keys: list[str] = []
     earlier: dict[str, str] = {}
     for name in names:
         for id_ in todo[name]:
@@ -598,11 +596,11 @@ def _cached_answers(
             parts = (name, id_, record.question, prompts[id_], narrowed)
             digest = prompt_digest(pool[name], record.family)
             key = question_key(*parts, digest)
-            keys[key] = key
+            keys.append(key)
             contract = narrowed.recovery
             if contract is not None and contract.recover_unfinished:
                 earlier[question_key(*parts, digest, unfinished=False)] = key
-    cached = cache.get_many(list(keys))
+    cached = cache.get_many(keys)
     missing = {old: key for old, key in earlier.items() if key not in cached}
     found = cache.get_many(list(missing)) if missing else {}
     return cached, {missing[old]: response for old, response in found.items()}
