@@ -53,9 +53,18 @@ class _OfflineNLTK:
         ]
 
 
-@functools.cache
+_registry_lock = threading.Lock()
+
+
 def instruction_registry() -> Mapping[str, Any]:
-    """{constraint id: checker class} of the official IFEval checkers, set up to run offline."""
+    """{constraint id: checker class} of the official IFEval checkers, set up to run offline
+    (once, under a lock: graders run in threads)."""
+    with _registry_lock:
+        return _registry()
+
+
+@functools.cache
+def _registry() -> Mapping[str, Any]:
     with _lock:
         stand_in = None
         if "datasets" not in sys.modules and importlib.util.find_spec("datasets") is None:
@@ -82,6 +91,12 @@ def instruction_registry() -> Mapping[str, Any]:
 
         # langdetect samples at random: a fixed seed makes a verdict reproducible.
         langdetect.DetectorFactory.seed = 0
+        # Its profiles load on first use, and a thread that comes while another loads them
+        # finds a factory without profiles: the error it raises, IFEval's checkers count as
+        # "instruction followed". Load them here, once, before any grading.
+        from langdetect import detector_factory
+
+        detector_factory.init_factory()
         offline = _OfflineNLTK()
         instructions_util.nltk = offline
         instructions_util._get_sentence_tokenizer = offline.sentence_tokenizer

@@ -346,3 +346,52 @@ def test_a_math_side_that_misses_its_parsing_limit_is_parsed_once_more_with_a_lo
     )  # fmt: skip
     assert reply == {"gold": True, "predicted": True, "correct": True}
     assert limits == [5, 5 * _math_worker.RETRY_FACTOR] * 2
+
+
+_FIRST_USE_IN_THREADS = r"""
+import sys, threading
+from smcs_graph.grading import grade
+from smcs_graph.questions import QuestionRecord
+
+record = QuestionRecord(
+    id="if/kn",
+    family="instruction",
+    question="Answer in Kannada only.",
+    constraints=({"id": "language:response_language", "kwargs": {"language": "kn"}},),
+)
+hindi = "यह उत्तर हिंदी में लिखा गया है, कन्नड़ में नहीं। " * 4
+verdicts = []
+start = threading.Barrier(8)
+
+def run():
+    start.wait()
+    verdicts.append(grade(record, hindi).correct)
+
+threads = [threading.Thread(target=run) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(verdicts)
+sys.exit(0 if verdicts == [False] * 8 else 1)
+"""
+
+
+def test_language_checks_graded_at_once_in_threads_agree_with_one_at_a_time() -> None:
+    """The first instruction gradings of a process, in 8 threads at once (as `smcs eval`
+    grades): a Hindi reply to "answer in Kannada" fails in every one. langdetect loads its
+    profiles on first use, and a thread that came during the load used to get an error that
+    IFEval's checker counts as "followed"."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("if_verifiable") is None:
+        pytest.skip("the IFEval checkers (if-verifiable) are not installed")
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST_USE_IN_THREADS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
