@@ -260,6 +260,14 @@ class SMCSConfig:
         "bank-wide accuracy (the 'shrunk' estimate). Gain: P(some top-K referencer is "
         "right) - P(the top model is right), the models taken as independent.",
     )
+    gate_rule: PriorRule | None = _setting(
+        None,
+        "Prior gate: the prior rule whose calibrated P(correct) the gate reads and whose most "
+        "probable referencer answers alone (any of prior_rule's values). None: prior_rule. "
+        "Selection (which K models, their prior-drop weights) always follows prior_rule, so "
+        "the paper's method stays the paper's while the gate uses a better-calibrated rule; "
+        "`smcs calibrate --rules` chooses it on the bank.",
+    )
     prior_gate_threshold: float = _setting(
         0.8, "Prior gate: the top model's P(correct) at which it answers alone.", ge=0, le=1
     )

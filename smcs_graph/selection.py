@@ -34,6 +34,7 @@ __all__ = [
     "LEARNED_PENALTY",
     "LEARNED_RANK",
     "fitted_rule",
+    "gate_settings",
     "p_correct",
     "prior_rule",
     "prior_selection",
@@ -48,9 +49,12 @@ LEARNED_PENALTY = 1000.0
 assert set(RULES) == set(get_args(PriorRule)), "every PriorRule needs a registered rule class"
 
 _lock = threading.Lock()
-_fits: dict[int, tuple[weakref.ref[Any], Any, tuple[Any, ...], PriorRuleBase]] = {}
-"""id(bank) -> (bank, the snapshot fitted on, the rule's settings, the fitted rule). The snapshot
-is held (one per bank) so that the next one can be compared with it."""
+_fits: dict[
+    tuple[int, tuple[Any, ...]], tuple[weakref.ref[Any], Any, tuple[Any, ...], PriorRuleBase]
+] = {}
+"""(id(bank), the rule's settings) -> (bank, the snapshot fitted on, the rule's settings, the
+fitted rule): the selection's rule and the prior gate's (`gate_rule`) are kept side by side. The
+snapshot is held (one per bank and rule) so that the next one can be compared with it."""
 
 
 def prior_rule(settings: SMCSConfig) -> PriorRuleBase:
@@ -93,7 +97,7 @@ def _bank_arrays(snap: Any) -> BankArrays:
 def fitted_rule(
     bank: QuestionBank, settings: SMCSConfig, *, calibrated: bool = False
 ) -> PriorRuleBase:
-    """The run's prior rule fitted on the bank's current snapshot, cached per bank: a write
+    """The run's prior rule fitted on the bank's current snapshot, cached per bank and rule: a write
     that only records results (same questions) refits only the models whose results changed
     (`refit_model`); a write that adds questions, or other settings, fit it again. P(correct)'s
     calibration is fitted on first need (`calibrated`: the prior gate) and kept across
@@ -102,7 +106,7 @@ def fitted_rule(
     key = rule.settings()
     snap = bank._snap()  # the snapshot's identity is the cache key
     with _lock:
-        cached = _fits.get(id(bank))
+        cached = _fits.get((id(bank), key))
         if cached is not None and cached[0]() is bank and cached[2] == key:
             old, fit = cached[1], cached[3]
             if old is snap:
@@ -112,11 +116,19 @@ def fitted_rule(
                 for name in sorted(set(snap.results) | set(old.results)):
                     if old.results.get(name) is not snap.results.get(name):
                         fit = fit.refit_model(name, arrays)
-                _fits[id(bank)] = (weakref.ref(bank), snap, key, fit)
+                _store(bank, snap, key, fit)
                 return _calibrated(bank, snap, key, fit, calibrated)
         fit = rule.fit(_bank_arrays(snap), calibrate=False)
-        _fits[id(bank)] = (weakref.ref(bank), snap, key, fit)
+        _store(bank, snap, key, fit)
         return _calibrated(bank, snap, key, fit, calibrated)
+
+
+def _store(bank: QuestionBank, snap: Any, key: tuple[Any, ...], fit: PriorRuleBase) -> None:
+    """Keep `fit` for the bank and rule, and forget the fits of banks no longer alive; call
+    with `_lock` held."""
+    for stale in [k for k, v in _fits.items() if v[0]() is None]:
+        del _fits[stale]
+    _fits[(id(bank), key)] = (weakref.ref(bank), snap, key, fit)
 
 
 def _calibrated(
@@ -125,7 +137,7 @@ def _calibrated(
     """`fit`, calibrated (and cached so) when `wanted`; call with `_lock` held."""
     if wanted and not fit.calibrated:
         fit = fit.calibrate(_bank_arrays(snap))
-        _fits[id(bank)] = (weakref.ref(bank), snap, key, fit)
+        _store(bank, snap, key, fit)
     return fit
 
 
@@ -163,15 +175,33 @@ def prior_selection(
     return support, fitted_rule(bank, settings).priors(names, _evidence(support, query))
 
 
+def gate_settings(settings: SMCSConfig) -> SMCSConfig | None:
+    """The settings of the prior gate's own rule when `gate_rule` names another rule than
+    `prior_rule` (None: the gate reads the selection's rule)."""
+    rule = settings.gate_rule
+    if rule is None or rule == settings.prior_rule:
+        return None
+    return settings.replace(prior_rule=rule, gate_rule=None)
+
+
 def p_correct(
     support: Support,
     pool_names: Sequence[str],
     bank: QuestionBank,
     settings: SMCSConfig,
     priors: NDArray[np.float64],
+    query: Any = None,
 ) -> NDArray[np.float64]:
-    """Each model's P(correct) on the question, for the prior gate: the run's rule's calibrated
-    probability (`PriorRuleBase.p_correct`) of the `priors` `prior_selection` gave."""
+    """Each model's P(correct) on the question, for the prior gate: the calibrated probability
+    (`PriorRuleBase.p_correct`) of the run's rule from the `priors` `prior_selection` gave, or,
+    with a `gate_rule` of its own, that rule's on the same support set (`query`: the question's
+    embedding, which the 'learned' rule reads)."""
+    names = list(pool_names)
+    own = gate_settings(settings)
+    if own is not None:
+        evidence = _evidence(support, query)
+        priors = fitted_rule(bank, own).priors(names, evidence)
+        settings = own
     rule = fitted_rule(bank, settings, calibrated=True)
-    estimate = rule.p_correct(list(pool_names), _evidence(support), np.asarray(priors))
+    estimate = rule.p_correct(names, _evidence(support), np.asarray(priors))
     return np.clip(estimate, 0.0, 1.0)

@@ -67,6 +67,24 @@ def register(commands: Any) -> None:
         "one fit per question (default: leave-one-out on banks of up to 2000 questions, "
         "else 10 folds; always 10 folds with prior_rule learned, whose fit is slow)",
     )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.9,
+        metavar="C",
+        help="meet the target with this one-sided confidence on new questions like the bank's: "
+        "the upper bound of the mean (mean + z standard errors) must meet it; 0.5: the bank's "
+        "mean itself (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rules",
+        metavar="R,R",
+        help="choose the gate's prior rule (gate_rule) among these (paper, shrunk, hier, "
+        "learned, or 'all'): each is held out on the bank; of the rules within one paired "
+        "standard error of the best accuracy of the model answering alone, the best "
+        "calibrated. Selection keeps prior_rule (default: the run's gate_rule, else "
+        "prior_rule)",
+    )
     parser.add_argument("--plot", type=Path, metavar="PATH", help="save the curve as a PNG")
     parser.add_argument(
         "--agreement",
@@ -109,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         write_settings,
     )
     from smcs_graph.offline.calibrate.agreement import check_tolerance
+    from smcs_graph.offline.calibrate.choice import choose_rule, rule_table, with_followups
     from smcs_graph.offline.calibrate.output import packaged
 
     try:
@@ -122,12 +141,30 @@ def run(args: argparse.Namespace) -> int:
                 "file): it is not edited; name a file for the settings with --out FILE (a copy "
                 "of the pool file with them), or --dry-run"
             )
+        rules = _rules(args.rules, settings)
         bank = open_bank(args, create=False)
         try:
-            held = bank_held_out(bank, parsed.model_names, settings, folds=args.folds)
-            result = choose_threshold(
-                held, max_calls=args.max_calls, escalation_rate=args.escalation_rate
-            )
+            results = {}
+            flags: dict[tuple[str, str], bool] | None = None
+            snap = bank._snap()
+            families = dict(zip(snap.ids, snap.families, strict=True))
+            for rule in rules:
+                ruled = settings.replace(gate_rule=rule)
+                held = bank_held_out(bank, parsed.model_names, ruled, folds=args.folds)
+                if flags is None:  # the referencers follow prior_rule: the same for every rule
+                    flags = _followups(args, bank, held, parsed, settings)
+                held = with_followups(held, flags, families, settings.aggregator)
+                results[rule] = choose_threshold(
+                    held,
+                    max_calls=args.max_calls,
+                    escalation_rate=args.escalation_rate,
+                    confidence=args.confidence,
+                )
+            choice = choose_rule(results)
+            if len(rules) > 1:
+                print(rule_table(choice))
+                print()
+            result, held = choice.chosen, choice.chosen.held
             print(render_report(result, bank=bank.name, pool=str(parsed.path)))
             agreed = _agreement(args, bank, held, parsed, settings, result.threshold)
         finally:
@@ -143,6 +180,42 @@ def run(args: argparse.Namespace) -> int:
     except (BankError, ConfigError) as exc:
         return fail(exc)
     return EXIT_OK
+
+
+def _rules(text: str | None, settings: Any) -> list[str]:
+    """--rules as a list of known rules (default: the run's gate rule)."""
+    from smcs_graph.config import choices
+
+    known = list(choices("prior_rule"))
+    if text is None:
+        return [settings.gate_rule or settings.prior_rule]
+    wanted = known if text.strip() == "all" else [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in wanted if r not in known]
+    if unknown or not wanted:
+        raise ConfigError(
+            f"--rules {text!r}: unknown rule(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(known)}, or 'all'"
+        )
+    return list(dict.fromkeys(wanted))
+
+
+def _followups(
+    args: argparse.Namespace, bank: Any, held: Any, parsed: Any, settings: Any
+) -> dict[tuple[str, str], bool]:
+    """Whether each profiled reply of a held-out question's referencers needed a follow-up
+    (empty: no profiled replies)."""
+    from smcs_graph.offline.calibrate.agreement import profiled_replies
+    from smcs_graph.offline.calibrate.choice import followup_flags
+
+    path = _responses(args, bank)
+    if path is None or not path.is_file():
+        return {}
+    snap = bank._snap()
+    families = dict(zip(snap.ids, snap.families, strict=True))
+    wanted = dict(zip(held.question_ids, held.referencers, strict=True))
+    entries = parsed.data["models"]
+    replies = profiled_replies(path, bank.get(list(wanted)), entries, settings, wanted)
+    return followup_flags(replies, families)
 
 
 def _responses(args: argparse.Namespace, bank: Any) -> Path | None:

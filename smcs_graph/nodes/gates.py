@@ -258,6 +258,7 @@ def prior_gate(
         "model": top,
         "reason": reason,
         "p_correct": {m: round(float(p), TRACE_DIGITS) for m, p in p_correct.items()},
+        "rule": settings.gate_rule or settings.prior_rule,
         "threshold": threshold,
         "gain": round(gain, TRACE_DIGITS),
         "min_gain": min_gain,

@@ -24,7 +24,7 @@ from smcs_graph.config import SMCSConfig
 from smcs_graph.errors import ConfigError
 from smcs_graph.nodes import gates
 from smcs_graph.nodes._common import Services, progress, run_settings, threaded_node
-from smcs_graph.selection import p_correct, prior_selection
+from smcs_graph.selection import gate_settings, p_correct, prior_selection
 from smcs_graph.state import ReferencerTask, Selection, Skip, SMCSState, SupportExample
 
 SUPPORT_EXAMPLES = 5
@@ -82,9 +82,9 @@ def _select(services: Services, state: SMCSState) -> dict[str, Any]:
     chosen = core.select_top_k(priors[available], k_used)
     referencers = [pool_names[available[i]] for i in chosen]
 
-    gate, n_used = _gate(services, settings, support, priors, referencers, messages)
+    gate, n_used = _gate(services, settings, support, priors, referencers, messages, query)
     if gate is not None and gate["decision"] == gates.ALONE:
-        referencers, k_used, n_used = referencers[:1], 1, 0
+        referencers, k_used, n_used = [gate["model"]], 1, 0
         notes.append(gate["reason"])
     elif gate is not None:
         if "caps" in gate:
@@ -157,15 +157,20 @@ def _gate(
     priors: NDArray[np.float64],
     referencers: list[str],
     messages: list[Any],
+    query: Any,
 ) -> tuple[dict[str, Any] | None, int]:
     """The prior gate's and the budget's record (None: neither is set) and the aggregations
-    planned."""
+    planned. With a `gate_rule` of its own, the gate's top model is the referencer that rule
+    finds most probably right (ties: the selection's order)."""
     gate: dict[str, Any] | None = None
     if settings.collaboration == "adaptive":
         names = services.pool.names
-        estimate = p_correct(support, names, services.bank, settings, priors)
+        estimate = p_correct(support, names, services.bank, settings, priors, query)
         p_by_model = {name: float(p) for name, p in zip(names, estimate, strict=True)}
-        gate = gates.prior_gate(p_by_model, referencers, settings)
+        order = referencers
+        if gate_settings(settings) is not None:
+            order = sorted(referencers, key=lambda m: -p_by_model[m])
+        gate = gates.prior_gate(p_by_model, order, settings)
         if gate["decision"] == gates.ALONE:
             return gate, 0
     costs = gates.cost_model(services.pool, referencers, settings, messages)

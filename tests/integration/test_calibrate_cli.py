@@ -43,7 +43,7 @@ def test_calibrate_on_the_default_bank_writes_a_copy_of_the_pool_file(
     done = smcs(
         smcs_cache,
         *("calibrate", "--max-calls", "2", "--out", str(out), "--plot", str(plot)),
-        "--agreement",
+        *("--agreement", "--rules", "paper,hier"),
     )
     assert done.returncode == 0, done.stderr
     text = done.stdout
@@ -56,14 +56,24 @@ def test_calibrate_on_the_default_bank_writes_a_copy_of_the_pool_file(
     assert "python -m smcs_graph.embedded profile" in text
     assert "agreement" not in out.read_text()
     assert "leave-one-out over 499 bank questions" in text  # the bank split, never the test
-    assert "prior_rule paper" in text and "Platt calibration refitted" in text
+    assert "Platt calibration refitted" in text and "(follow-ups not counted" in text
     assert "ECE" in text and "<- chosen" in text and "oracle" in text
-    chosen = re.search(r"Chosen: prior_gate_threshold = ([\d.]+): .* ([\d.]+) calls per", text)
-    assert chosen is not None
-    threshold, calls = float(chosen.group(1)), float(chosen.group(2))
-    assert 0.0 < threshold < 1.0 and 1.0 < calls <= 2.0
+    # Both rules held out, one chosen: the gate's rule is written, selection's is kept.
+    rows = re.findall(r"^  (paper|hier) +([\d.]+) %.*$", text, flags=re.M)
+    assert [r[0] for r in rows] == ["paper", "hier"], text
+    rule = re.search(r"gate rule (\w+)\)", text)
+    assert rule is not None and rule.group(1) in ("paper", "hier")
+    chosen = re.search(
+        r"Chosen: prior_gate_threshold = ([\d.]+): .* ([\d.]+) calls per question "
+        r"\(upper 90 % bound ([\d.]+) calls",
+        text,
+    )
+    assert chosen is not None, text
+    threshold, calls, bound = (float(chosen.group(i)) for i in (1, 2, 3))
+    assert 0.0 < threshold < 1.0 and 1.0 < calls < bound <= 2.0
     settings = read_pool_file(out).settings
     assert settings.collaboration == "adaptive" and settings.prior_gate_threshold == threshold
+    assert settings.gate_rule == rule.group(1) and settings.prior_rule == "paper"
     assert settings.k == 3 and settings.n_aggregations == 2  # the other settings kept
     assert "# Settings that fit 2 CPU cores" in out.read_text()  # and the comments
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -86,7 +96,7 @@ def test_calibrate_scores_default_bank_questions_as_the_gate_on_the_bank_without
     from smcs_graph.selection import p_correct, prior_selection
 
     parsed = read_pool_file(LOCAL_POOL_FILE)
-    settings, pool = parsed.settings.replace(prior_rule=rule), parsed.model_names
+    settings, pool = parsed.settings.replace(prior_rule=rule, gate_rule=None), parsed.model_names
     bank = open_default_bank(smcs_cache, progress=False)
     try:
         held = bank_held_out(bank, pool, settings, folds=10, seed=3)

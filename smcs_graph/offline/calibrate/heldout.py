@@ -30,7 +30,7 @@ from smcs_graph.core.prior_rules import BankArrays, Evidence, PriorRuleBase
 from smcs_graph.errors import ConfigError
 from smcs_graph.nodes.gates import fit_budget
 from smcs_graph.offline.calibrate.thresholds import HeldOut
-from smcs_graph.selection import prior_rule
+from smcs_graph.selection import gate_settings, prior_rule
 
 __all__ = ["AUTO_FOLDS", "LOO_MAX_QUESTIONS", "auto_folds", "bank_arrays", "fold_of", "held_out"]
 
@@ -99,8 +99,11 @@ def held_out(
             "no bank question has results for two of the pool's models: nothing to calibrate on"
         )
     rule = prior_rule(settings)
+    own = gate_settings(settings)
+    gate_rule = prior_rule(own) if own is not None else None
+    slowest = gate_rule.name if gate_rule is not None and gate_rule.name == "learned" else rule.name
     if folds is None:
-        folds = auto_folds(len(bank), rule.name)
+        folds = auto_folds(len(bank), slowest)
     assignment = fold_of(len(bank), folds, seed)
     k, n = fit_budget(min(settings.k, len(pool)), settings.n_aggregations, settings.max_calls)
     ids = list(question_ids)
@@ -110,12 +113,16 @@ def held_out(
         keep = np.flatnonzero(assignment != fold)
         rest = _subset(bank, keep)
         fitted = rule.fit(rest)
-        platt_folds += int(fitted.calibration is not None)
+        gate_fitted = gate_rule.fit(rest) if gate_rule is not None else fitted
+        platt_folds += int(gate_fitted.calibration is not None)
+        rest_ids = [ids[i] for i in keep]
         for q in scored[assignment[scored] == fold]:
-            rest_ids = [ids[i] for i in keep]
             priors, p, nearest = _gate_view(fitted, rest, rest_ids, pool, bank, int(q))
             order = core.select_top_k(priors, k)
             first = int(order[0])
+            if gate_rule is not None:  # the gate's own rule: its most probable referencer
+                _, p, _ = _gate_view(gate_fitted, rest, rest_ids, pool, bank, int(q))
+                first = int(max(order, key=lambda i: p[i]))  # ties: the selection's order
             found[int(q)] = (
                 pool[first],
                 float(p[first]),
@@ -141,7 +148,7 @@ def held_out(
         top_measured=np.array([r[4] for r in rows], dtype=bool),
         k=k,
         n=n,
-        rule=rule.name,
+        rule=(gate_rule or rule).name,
         scheme=scheme,
         fits=fold_count,
         platt_fits=platt_folds,

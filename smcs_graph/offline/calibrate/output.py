@@ -35,6 +35,7 @@ def gate_settings(result: GateCalibration) -> dict[str, Any]:
     """The settings the calibration chose (the expected gain never decides: 0)."""
     return {
         "collaboration": "adaptive",
+        "gate_rule": result.held.rule,
         "prior_gate_threshold": result.threshold,
         "min_collaboration_gain": 0.0,
     }
@@ -141,7 +142,7 @@ def render_report(result: GateCalibration, *, bank: str, pool: str) -> str:
     without = "it" if held.scheme == "leave-one-out" else "its fold"
     fallback = held.fits - held.platt_fits
     lines = [
-        f"Calibrating the prior gate on bank {bank} (pool {pool}, prior_rule {held.rule}): "
+        f"Calibrating the prior gate on bank {bank} (pool {pool}, gate rule {held.rule}): "
         f"{held.scheme} over {len(held.question_ids)} bank questions",
         f"(each question's top model and P(correct) are the prior gate's on the bank without "
         f"{without}: the rule and its Platt calibration refitted on the rest, {held.fits} fits"
@@ -152,7 +153,14 @@ def render_report(result: GateCalibration, *, bank: str, pool: str) -> str:
         )
         + "; no test question is read)",
         f"K = {held.k} referencers, n = {held.n} fusions: an escalated question takes "
-        f"{held.escalated_calls} calls, one answered alone takes 1",
+        f"{held.escalated_calls} calls, one answered alone takes 1"
+        + (
+            f"; plus follow-ups: {held.followup_rate:.3f} per answer in the profiled replies "
+            f"(alone {float(held.costs()[0].mean()):.2f}, escalated "
+            f"{float(held.costs()[1].mean()):.2f} calls on average)"
+            if held.followup_rate is not None
+            else " (follow-ups not counted: no profiled replies)"
+        ),
         "",
         "Reliability of the gate's P(correct) of the top model on the held-out bank questions",
         "  P(correct) bin   questions  predicted  observed",
@@ -182,7 +190,14 @@ def render_report(result: GateCalibration, *, bank: str, pool: str) -> str:
         "",
         f"Target: {result.target}",
         f"Chosen: prior_gate_threshold = {result.threshold:g}: {_pct(c.escalation_rate).strip()} % "
-        f"escalated, {c.calls:.2f} calls per question, expected accuracy "
+        f"escalated, {c.calls:.2f} calls per question"
+        + (
+            f" (upper {100 * result.confidence:g} % bound {c.calls_bound:.2f} calls, "
+            f"{_pct(c.rate_bound).strip()} % escalated)"
+            if result.confidence > 0.5
+            else ""
+        )
+        + ", expected accuracy "
         f"{_pct(c.accuracy_low).strip()}-{_pct(c.accuracy_high).strip()} % "
         f"(always collaborating: {held.escalated_calls} calls, "
         f"{_pct(result.curve[-1].accuracy_low).strip()}-"
