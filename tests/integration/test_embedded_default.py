@@ -121,6 +121,35 @@ def test_smcs_ask_runs_the_local_pool_on_the_default_bank(cache: Path, default_b
     assert first_reference < next(i for i, line in enumerate(lines) if "[aggregate]" in line)
 
 
+def test_the_calibrated_gate_answers_the_demo_question_alone(cache: Path, default_bank) -> None:
+    """The pool file's calibrated gate (its own rule's P(correct) on MiniLM and Chroma on
+    disk) stops the first demo question before any fusion: one call, the 1.5B's right letter."""
+    settings = local_config()
+    assert settings.collaboration == "adaptive" and settings.gate_rule is not None
+    done = subprocess.run(
+        [
+            *(str(BIN / "smcs"), "ask", "--json"),
+            *("--question-file", str(ROOT / "examples" / "demo" / "answered_alone.txt")),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(cache),
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    trace = json.loads(done.stdout)
+    gate = trace["gate"]
+    assert gate["decision"] == "alone" and gate["rule"] == settings.gate_rule
+    assert gate["p_correct"][gate["model"]] >= settings.prior_gate_threshold
+    assert gate["model"] == "qwen2.5-coder-1.5b"
+    assert [c["stage"] for c in trace["calls"] if not c.get("recovery")] == ["referencer"]
+    assert trace["candidates"] == [] and [r["model"] for r in trace["references"]] == [
+        gate["model"]
+    ]
+    assert "The answer is (A)" in trace["references"][0]["text"]  # the first digit from the left
+    assert f"answered by {gate['model']} alone" in done.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
