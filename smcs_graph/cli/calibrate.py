@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
                 ruled = settings.replace(gate_rule=rule)
                 held = bank_held_out(bank, parsed.model_names, ruled, folds=args.folds)
                 if flags is None:  # the referencers follow prior_rule: the same for every rule
-                    flags = _followups(args, bank, held, parsed, settings)
+                    flags = _followups(args, bank, held, parsed, settings, families)
                 held = with_followups(held, flags, families, settings.aggregator)
                 results[rule] = choose_threshold(
                     held,
@@ -200,18 +200,21 @@ def _rules(text: str | None, settings: Any) -> list[str]:
 
 
 def _followups(
-    args: argparse.Namespace, bank: Any, held: Any, parsed: Any, settings: Any
+    args: argparse.Namespace,
+    bank: Any,
+    held: Any,
+    parsed: Any,
+    settings: Any,
+    families: dict[str, str],
 ) -> dict[tuple[str, str], bool]:
     """Whether each profiled reply of a held-out question's referencers needed a follow-up
-    (empty: no profiled replies)."""
+    (empty: no profiled replies; `families`: each bank question's family, by id)."""
     from smcs_graph.offline.calibrate.agreement import profiled_replies
     from smcs_graph.offline.calibrate.choice import followup_flags
 
     path = _responses(args, bank)
     if path is None or not path.is_file():
         return {}
-    snap = bank._snap()
-    families = dict(zip(snap.ids, snap.families, strict=True))
     wanted = dict(zip(held.question_ids, held.referencers, strict=True))
     entries = parsed.data["models"]
     replies = profiled_replies(path, bank.get(list(wanted)), entries, settings, wanted)

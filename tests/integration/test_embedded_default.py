@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,19 @@ def _env(cache: Path) -> dict[str, str]:
     return env
 
 
+def _ask_json(cache: Path, *args: str) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """`smcs ask --json ARGS` as a process on the embedded default: its trace, and the run."""
+    done = subprocess.run(
+        [str(BIN / "smcs"), "ask", "--json", *args],
+        capture_output=True,
+        text=True,
+        env=_env(cache),
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout), done
+
+
 def test_default_bank_holds_the_committed_matrix_and_a_disjoint_test_split(default_bank) -> None:
     matrix = read_matrix(MATRIX_FILE)
     assert matrix.models == local_model_names()
@@ -87,19 +101,8 @@ def test_default_bank_holds_the_committed_matrix_and_a_disjoint_test_split(defau
 
 
 def test_smcs_ask_runs_the_local_pool_on_the_default_bank(cache: Path, default_bank) -> None:
-    done = subprocess.run(
-        # The full method (the embedded default is adaptive; the gates have their own tests).
-        [
-            *(str(BIN / "smcs"), "ask", "--json", "--collaborate", "always"),
-            "What is 15 + 27? Give the number.",
-        ],
-        capture_output=True,
-        text=True,
-        env=_env(cache),
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    trace = json.loads(done.stdout)
+    # The full method (the embedded default is adaptive; the gates have their own tests).
+    trace, done = _ask_json(cache, "--collaborate", "always", "What is 15 + 27? Give the number.")
     models = set(local_model_names())
     answered = [r for r in trace["references"] if r["text"].strip()]
     assert len(answered) >= 2 and {r["model"] for r in answered} <= models
@@ -126,18 +129,8 @@ def test_the_calibrated_gate_answers_the_demo_question_alone(cache: Path, defaul
     disk) stops the first demo question before any fusion: one call, the 1.5B's right letter."""
     settings = local_config()
     assert settings.collaboration == "adaptive" and settings.gate_rule is not None
-    done = subprocess.run(
-        [
-            *(str(BIN / "smcs"), "ask", "--json"),
-            *("--question-file", str(ROOT / "examples" / "demo" / "answered_alone.txt")),
-        ],
-        capture_output=True,
-        text=True,
-        env=_env(cache),
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    trace = json.loads(done.stdout)
+    demo = ROOT / "examples" / "demo" / "answered_alone.txt"
+    trace, done = _ask_json(cache, "--question-file", str(demo))
     gate = trace["gate"]
     assert gate["decision"] == "alone" and gate["rule"] == settings.gate_rule
     assert gate["p_correct"][gate["model"]] >= settings.prior_gate_threshold

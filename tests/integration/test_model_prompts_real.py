@@ -110,6 +110,8 @@ def test_each_model_gets_its_own_prompt_in_the_graphs_referencer_call(
 def test_the_middlewares_routed_call_gets_the_models_prompt(
     local_servers: dict[str, str], code_bank: QuestionBank, tmp_path: Path
 ) -> None:
+    """The router middleware routes to the real Qwen server (xllamacpp on loopback) over a bank
+    embedded with the real MiniLM; the agent's own model is a fake that must never be called."""
     pool = _prompted_pool(tmp_path / "pool.yaml", local_servers)
     router = SMCSRouterMiddleware(pool, code_bank, settings=SETTINGS)
     never = FakeChatModel(model_name="agent", error=AssertionError("the agent model was called"))
@@ -138,6 +140,8 @@ def _reporting_agent(messages: list[BaseMessage], kwargs: dict[str, Any]) -> AIM
 def test_the_feedback_tool_records_a_real_runs_outcome_on_a_bank_on_disk(
     pool: Pool, embedder: SentenceTransformerEmbedder, tmp_path: Path
 ) -> None:
+    """Real parts: the local models answer over HTTP, MiniLM embeds, the bank is Chroma on
+    disk; only the agent's model is scripted (it consults, then reports the gold answer)."""
     bank = QuestionBank.open(tmp_path / "bank", embedder)
     bank.add_questions([BankQuestion(id="a", question="What is 2 plus 2?", family="numeric")])
     bank.record_results(CODER, {"a": True})
